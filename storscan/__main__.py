@@ -1,0 +1,5 @@
+"""Allow ``python -m storscan``."""
+
+from storscan.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Reachability over an Inventory: which blobs and manifests each root keeps alive.
+
+storscan's marking differs from the registry's on purpose: index children are followed
+recursively (a child counts even where it has no revision), and under the ``tagged`` scope
+referrers whose ``subject`` is kept stay too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from storscan.scan import Inventory, Repo
+
+
+def short(digest: str) -> str:
+    """``sha256:0123456789ab`` for messages."""
+    return digest[:19]
+
+
+class Reach:
+    """Memoised closures over one Inventory."""
+
+    def __init__(self, inv: Inventory) -> None:
+        self.inv = inv
+        self._blobs: dict[str, frozenset[str]] = {}
+        self._manifests: dict[str, frozenset[str]] = {}
+        self._by_subject: dict[str, dict[str, list[str]]] = {}
+
+    def manifests_of(self, digest: str) -> frozenset[str]:
+        """``digest`` and every manifest its index children name, recursively."""
+        cached = self._manifests.get(digest)
+        if cached is not None:
+            return cached
+        out = {digest}
+        stack = [digest]
+        while stack:
+            man = self.inv.manifests.get(stack.pop())
+            if man is None:
+                continue
+            for child in man.children:
+                if child.digest not in out:
+                    out.add(child.digest)
+                    stack.append(child.digest)
+        result = frozenset(out)
+        self._manifests[digest] = result
+        return result
+
+    def blobs_of(self, digest: str) -> frozenset[str]:
+        """Present blobs a manifest keeps alive: itself, config, layers, children's, recursively."""
+        cached = self._blobs.get(digest)
+        if cached is not None:
+            return cached
+        blobs = self.inv.blobs
+        out: set[str] = set()
+        for mdigest in self.manifests_of(digest):
+            if mdigest in blobs:
+                out.add(mdigest)
+            man = self.inv.manifests.get(mdigest)
+            if man is not None:
+                out.update(d.digest for d in man.blob_refs if d.digest in blobs)
+        result = frozenset(out)
+        self._blobs[digest] = result
+        return result
+
+    def blobs_of_many(self, digests: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for digest in digests:
+            out |= self.blobs_of(digest)
+        return out
+
+    def all_set(self, repo: Repo) -> set[str]:
+        """Scope ``all``: blobs reachable from every revision whose manifest blob is present."""
+        return self.blobs_of_many(d for d in repo.revisions if d in self.inv.blobs)
+
+    def referrers(self, repo: Repo) -> dict[str, list[str]]:
+        """Subject digest -> revisions of ``repo`` whose manifest names it as ``subject``."""
+        cached = self._by_subject.get(repo.name)
+        if cached is not None:
+            return cached
+        out: dict[str, list[str]] = {}
+        for digest in repo.revisions:
+            man = self.inv.manifests.get(digest)
+            if man is not None and man.subject is not None:
+                out.setdefault(man.subject.digest, []).append(digest)
+        self._by_subject[repo.name] = out
+        return out
+
+    def keep_from_tags(self, repo: Repo, tags: Iterable[str] | None = None) -> dict[str, str]:
+        """Manifests kept by ``tags`` of ``repo`` (all valid tags by default), with the reason.
+
+        Kept: each tag's manifest, every index child below it, and by a fixpoint every
+        revision of ``repo`` whose ``subject`` is kept (signatures, SBOMs, attestations).
+        """
+        names = repo.tags.keys() if tags is None else tags
+        kept: dict[str, str] = {}
+        frontier: list[str] = []
+        for name in sorted(names):
+            digest = repo.tags[name].digest
+            if digest is not None and digest not in kept:
+                kept[digest] = f"tag {name}"
+                frontier.append(digest)
+        by_subject = self.referrers(repo)
+        while frontier:
+            new: list[str] = []
+            for root in frontier:
+                for child in sorted(self.manifests_of(root) - {root}):
+                    if child not in kept:
+                        kept[child] = f"child of {short(root)} ({kept[root]})"
+                        new.append(child)
+            for digest in frontier + new:
+                for ref in by_subject.get(digest, ()):
+                    if ref not in kept:
+                        kept[ref] = f"referrer of {short(digest)} ({kept[digest]})"
+                        new.append(ref)
+            frontier = new
+        return kept
+
+    def tagged_set(self, repo: Repo) -> set[str]:
+        """Scope ``tagged``: blobs reachable from the tags of ``repo`` (see keep_from_tags)."""
+        return self.blobs_of_many(self.keep_from_tags(repo))

@@ -1,0 +1,142 @@
+"""pandas tables for the report: aligned and humanized for people, raw bytes for CSV/Markdown."""
+
+from __future__ import annotations
+
+import humanize
+import pandas as pd
+
+from storscan.usage import RepoUsage, Summary, Usage
+
+_COLUMNS = {
+    "name": "REPOSITORY",
+    "tags": "TAGS",
+    "manifests": "MANIFESTS",
+    "untagged_manifests": "UNTAGGED",
+    "total_bytes": "TOTAL",
+    "exclusive_bytes": "EXCLUSIVE",
+    "shared_bytes": "SHARED",
+    "uploads": "UPLOADS",
+    "latest_push": "LATEST PUSH",
+}
+_CSV_FIELDS = (
+    "name",
+    "tags",
+    "manifests",
+    "untagged_manifests",
+    "total_bytes",
+    "exclusive_bytes",
+    "shared_bytes",
+    "blobs",
+    "uploads",
+    "upload_bytes",
+    "newest_created",
+    "latest_push",
+)
+
+
+def frame(rows: list[RepoUsage]) -> pd.DataFrame:
+    """One row per repository, integer byte columns."""
+    return pd.DataFrame(
+        [{f: getattr(r, f) for f in _CSV_FIELDS} for r in rows], columns=list(_CSV_FIELDS)
+    )
+
+
+def size(n: int) -> str:
+    """Bytes for people: binary units, exact below 1 KiB."""
+    return humanize.naturalsize(n, binary=True, format="%.1f")
+
+
+def to_csv(rows: list[RepoUsage]) -> str:
+    return str(frame(rows).to_csv(index=False, lineterminator="\n"))
+
+
+def _summary_lines(s: Summary, scope: str) -> list[tuple[str, str]]:
+    ratio = f"{s.dedup_ratio:.2f}x" if s.dedup_ratio is not None else "-"
+    return [
+        ("repositories", f"{s.repositories}"),
+        ("tags", f"{s.tags}"),
+        ("manifests", f"{s.manifests} ({s.untagged_manifests} untagged)"),
+        ("blobs", f"{s.blobs}, {size(s.blob_bytes)} ({s.blob_bytes} bytes)"),
+        ("referenced", f"{size(s.referenced_bytes)} ({s.referenced_bytes} bytes)"),
+        (
+            "unreferenced",
+            f"{s.unreferenced_blobs} blobs, {size(s.unreferenced_bytes)} "
+            f"({s.unreferenced_bytes} bytes): a correct GC frees this now",
+        ),
+        (
+            "untagged only",
+            f"{size(s.untagged_only_bytes)} ({s.untagged_only_bytes} bytes): "
+            "freed by removing untagged manifests, then GC",
+        ),
+        ("uploads", f"{s.uploads}, {size(s.upload_bytes)} ({s.upload_bytes} bytes)"),
+        (f"dedup ({scope})", ratio),
+    ]
+
+
+def to_table(usage: Usage, rows: list[RepoUsage], root: str) -> str:
+    df = frame(rows)
+    out = [f"storscan report: {root} (scope: {usage.scope})", ""]
+    if df.empty:
+        out.append("no repositories")
+    else:
+        people = df[list(_COLUMNS)].copy()
+        for col in ("total_bytes", "exclusive_bytes", "shared_bytes"):
+            people[col] = people[col].map(size)
+        people["latest_push"] = people["latest_push"].fillna("-").str.slice(0, 16)
+        people = people.rename(columns=_COLUMNS)
+        out.append(people.to_string(index=False, justify="right"))
+    out.append("")
+    width = max(len(k) for k, _ in _summary_lines(usage.summary, usage.scope))
+    out.extend(f"{k:<{width}}  {v}" for k, v in _summary_lines(usage.summary, usage.scope))
+    return "\n".join(out) + "\n"
+
+
+def _md_escape(value: object) -> str:
+    return str(value).replace("|", "\\|") if value is not None else ""
+
+
+def to_markdown(usage: Usage, rows: list[RepoUsage], root: str) -> str:
+    df = frame(rows)
+    head = [
+        "repository",
+        "tags",
+        "manifests",
+        "untagged",
+        "total_bytes",
+        "exclusive_bytes",
+        "shared_bytes",
+        "uploads",
+        "upload_bytes",
+        "latest_push",
+    ]
+    cols = [
+        "name",
+        "tags",
+        "manifests",
+        "untagged_manifests",
+        "total_bytes",
+        "exclusive_bytes",
+        "shared_bytes",
+        "uploads",
+        "upload_bytes",
+        "latest_push",
+    ]
+    right = {
+        "tags",
+        "manifests",
+        "untagged_manifests",
+        "total_bytes",
+        "exclusive_bytes",
+        "shared_bytes",
+        "uploads",
+        "upload_bytes",
+    }
+    out = [f"# Registry storage report: `{root}`", "", f"Scope: `{usage.scope}`", ""]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "|".join("---:" if c in right else "---" for c in cols) + "|")
+    for rec in df.to_dict("records"):
+        out.append("| " + " | ".join(_md_escape(rec[c]) for c in cols) + " |")
+    out += ["", "| summary | value |", "|---|---:|"]
+    for key, value in vars(usage.summary).items():
+        out.append(f"| {key} | {_md_escape(value)} |")
+    return "\n".join(out) + "\n"

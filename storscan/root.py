@@ -1,0 +1,139 @@
+"""Find the registry tree a user pointed at: a storage root, a ``v2`` directory or a config.yml."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from storscan.errors import NotARegistryError, UnsupportedError, UsageError
+from storscan.layout import BLOBS, REPOSITORIES, V2_PARTS
+
+DEFAULT_ROOTDIRECTORY = "/var/lib/registry"
+ROOT_ENV = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"
+# Keys under `storage` that configure something other than the driver.
+_NON_DRIVER_KEYS = {"maintenance", "cache", "delete", "redirect", "tag"}
+
+
+@dataclass(frozen=True)
+class Root:
+    """A located registry tree.
+
+    ``storage_root`` is the filesystem driver's rootdirectory (quarantines and the lock live
+    there, outside ``docker/``); ``v2`` is ``<storage_root>/docker/registry/v2``. ``empty`` is
+    true when nothing is stored yet.
+    """
+
+    storage_root: Path
+    v2: Path
+    empty: bool = False
+    readonly: bool | None = None
+    config_path: Path | None = None
+
+
+def _find_below(path: Path, depth: int) -> Path | None:
+    """A storage root one or two levels below ``path``, for the error message."""
+    if depth == 0:
+        return None
+    try:
+        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return None
+    for child in children:
+        if (child.joinpath(*V2_PARTS)).is_dir():
+            return child
+    for child in children:
+        found = _find_below(child, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+def resolve_root(path: Path) -> Root:
+    """Locate the v2 tree for ``path`` or raise a one-line error saying what was expected."""
+    if not path.exists():
+        raise NotARegistryError(
+            f"{path}: no such directory; give the registry's storage root "
+            "(the directory holding docker/registry/v2) or --config config.yml"
+        )
+    if not path.is_dir():
+        raise NotARegistryError(f"{path}: not a directory; give the registry's storage root")
+    v2 = path.joinpath(*V2_PARTS)
+    if v2.is_dir():
+        return Root(storage_root=path, v2=v2)
+    if path.name == "v2" and (
+        (path / REPOSITORIES).is_dir() or (path / BLOBS).is_dir() or not any(path.iterdir())
+    ):
+        parents = path.parents
+        storage_root = parents[2] if tuple(path.parts[-3:]) == V2_PARTS else path
+        return Root(storage_root=storage_root, v2=path)
+    try:
+        entries = [e for e in path.iterdir() if e.name != "scheduler-state.json"]
+    except PermissionError as exc:
+        raise NotARegistryError(
+            f"{path}: cannot list it ({exc.strerror}); run as its owner"
+        ) from exc
+    if not entries:
+        return Root(storage_root=path, v2=v2, empty=True)
+    if all(e.name.startswith(".storscan") for e in entries):
+        return Root(storage_root=path, v2=v2, empty=True)
+    below = _find_below(path, 2)
+    found = ", ".join(sorted(e.name for e in entries)[:5])
+    hint = f"; a registry tree lies at {below}: run storscan on that" if below else ""
+    raise NotARegistryError(
+        f"{path}: not registry storage: expected docker/registry/v2 (or repositories/ and blobs/ "
+        f"in a v2 directory), found {found}{hint}"
+    )
+
+
+def _dig(mapping: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def resolve_config(config_path: Path, environ: dict[str, str] | None = None) -> Root:
+    """Read a registry config.yml the way the registry does and locate its storage."""
+    import yaml
+
+    env = os.environ if environ is None else environ
+    try:
+        text = config_path.read_text()
+    except OSError as exc:
+        raise UsageError(
+            f"{config_path}: cannot read the registry config ({exc.strerror})"
+        ) from exc
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise UsageError(
+            f"{config_path}: not valid YAML{where}; fix the file or pass ROOT"
+        ) from exc
+    storage = _dig(config, "storage")
+    if not isinstance(storage, dict):
+        storage = {}
+    drivers = [k for k in storage if k not in _NON_DRIVER_KEYS]
+    if len(drivers) > 1:
+        raise UsageError(f"{config_path}: storage names several drivers ({', '.join(drivers)})")
+    driver = drivers[0] if drivers else "filesystem"
+    if driver != "filesystem":
+        raise UnsupportedError(
+            f"{config_path}: storage driver {driver!r} is not supported yet; storscan reads the "
+            "filesystem driver only (copy or mount the tree and pass its path)"
+        )
+    rootdir = env.get(ROOT_ENV) or _dig(storage, "filesystem", "rootdirectory")
+    rootdir = str(rootdir) if rootdir else DEFAULT_ROOTDIRECTORY
+    readonly = bool(_dig(storage, "maintenance", "readonly", "enabled"))
+    located = resolve_root(Path(rootdir))
+    return Root(
+        storage_root=located.storage_root,
+        v2=located.v2,
+        empty=located.empty,
+        readonly=readonly,
+        config_path=config_path,
+    )

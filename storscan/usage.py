@@ -1,0 +1,165 @@
+"""The figures: per-repository total / exclusive / shared bytes and the registry summary.
+
+All sizes are integer bytes: the ``st_size`` of blob ``data`` files; absent blobs count 0.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from storscan.reach import Reach
+from storscan.scan import Inventory, Repo
+
+SCOPES = ("all", "tagged")
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RepoUsage:
+    """One repository's row of the report."""
+
+    name: str
+    tags: int
+    manifests: int
+    untagged_manifests: int
+    total_bytes: int
+    exclusive_bytes: int
+    shared_bytes: int
+    blobs: int
+    uploads: int
+    upload_bytes: int
+    newest_created: str | None
+    latest_push: str | None
+    markers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Registry-wide figures."""
+
+    repositories: int
+    tags: int
+    manifests: int
+    untagged_manifests: int
+    blobs: int
+    blob_bytes: int
+    referenced_bytes: int
+    unreferenced_blobs: int
+    unreferenced_bytes: int
+    untagged_only_bytes: int
+    uploads: int
+    upload_bytes: int
+    dedup_ratio: float | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The report's data for one scope."""
+
+    scope: str
+    repositories: list[RepoUsage]
+    summary: Summary
+    unreferenced: dict[str, int]  # digest -> bytes of present blobs outside every `all` set
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def newest_created(inv: Inventory, reach: Reach, repo: Repo) -> str | None:
+    """The newest image config ``created`` among the images of ``repo``."""
+    best: tuple[datetime, str] | None = None
+    manifests: set[str] = set()
+    for digest in repo.revisions:
+        manifests |= reach.manifests_of(digest)
+    for digest in manifests:
+        man = inv.manifests.get(digest)
+        if man is None or man.config is None:
+            continue
+        created = inv.created.get(man.config.digest)
+        parsed = _parse_time(created) if created else None
+        if parsed is not None and (best is None or parsed > best[0]):
+            best = (parsed, created)  # type: ignore[assignment]
+    return best[1] if best else None
+
+
+def latest_push(repo: Repo) -> float | None:
+    """The newest tag or revision link mtime."""
+    times = [t.mtime for t in repo.tags.values() if t.mtime is not None]
+    times.extend(repo.revisions.values())
+    return max(times) if times else None
+
+
+def _sizes(inv: Inventory, blobs: set[str]) -> int:
+    return sum(inv.blobs[b].size for b in blobs)
+
+
+def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> Usage:
+    """Compute every figure of the report for ``scope`` (``all`` or ``tagged``)."""
+    reach = reach or Reach(inv)
+    all_sets = {name: reach.all_set(repo) for name, repo in inv.repos.items()}
+    kept = {name: reach.keep_from_tags(repo) for name, repo in inv.repos.items()}
+    tagged_sets = {name: reach.blobs_of_many(kept[name]) for name in inv.repos}
+    sets = all_sets if scope == "all" else tagged_sets
+    owners: Counter[str] = Counter()
+    for blob_set in sets.values():
+        owners.update(blob_set)
+
+    rows = []
+    for name, repo in inv.repos.items():
+        blob_set = sets[name]
+        total = _sizes(inv, blob_set)
+        exclusive = sum(inv.blobs[b].size for b in blob_set if owners[b] == 1)
+        rows.append(
+            RepoUsage(
+                name=name,
+                tags=len(repo.valid_tags),
+                manifests=len(repo.revisions),
+                untagged_manifests=sum(1 for d in repo.revisions if d not in kept[name]),
+                total_bytes=total,
+                exclusive_bytes=exclusive,
+                shared_bytes=total - exclusive,
+                blobs=len(blob_set),
+                uploads=len(repo.uploads),
+                upload_bytes=sum(u.bytes for u in repo.uploads),
+                newest_created=newest_created(inv, reach, repo),
+                latest_push=_iso(latest_push(repo)),
+                markers=tuple(sorted(repo.markers)),
+            )
+        )
+
+    union_all: set[str] = set().union(*all_sets.values()) if all_sets else set()
+    union_tagged: set[str] = set().union(*tagged_sets.values()) if tagged_sets else set()
+    union_scope = union_all if scope == "all" else union_tagged
+    unreferenced = {d: b.size for d, b in inv.blobs.items() if d not in union_all}
+    union_bytes = _sizes(inv, union_scope)
+    summary = Summary(
+        repositories=len(rows),
+        tags=sum(r.tags for r in rows),
+        manifests=sum(r.manifests for r in rows),
+        untagged_manifests=sum(r.untagged_manifests for r in rows),
+        blobs=len(inv.blobs),
+        blob_bytes=sum(b.size for b in inv.blobs.values()),
+        referenced_bytes=_sizes(inv, union_all),
+        unreferenced_blobs=len(unreferenced),
+        unreferenced_bytes=sum(unreferenced.values()),
+        untagged_only_bytes=_sizes(inv, union_all - union_tagged),
+        uploads=sum(r.uploads for r in rows),
+        upload_bytes=sum(r.upload_bytes for r in rows),
+        dedup_ratio=round(sum(r.total_bytes for r in rows) / union_bytes, 4)
+        if union_bytes
+        else None,
+    )
+    return Usage(scope, rows, summary, unreferenced)
