@@ -258,7 +258,7 @@ def _gc_hazards(inv: Inventory, reach: Reach) -> Iterable[Finding]:
         for digest in sorted(kept):
             if (repo.name, digest) not in queued:
                 continue
-            lost = reach.blobs_of(digest) & untagged28.eligible_blobs
+            lost = set(reach.blobs_of(digest)) & untagged28.eligible_blobs
             yield Finding(
                 "gc28_untagged_child",
                 f"{repo.name}@{short(digest)} is needed "

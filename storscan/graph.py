@@ -27,7 +27,7 @@ BLOB = "blob"
 class RegistryGraph:
     """A DiGraph over integer node ids plus per-node columns."""
 
-    g: Any = field(default_factory=nx.DiGraph)
+    g: Any = field(default_factory=lambda: nx.DiGraph())
     kind: list[str] = field(default_factory=list)
     label: list[str] = field(default_factory=list)
     size: list[int] = field(default_factory=list)  # blob bytes; -1 when absent or not a blob
@@ -99,7 +99,7 @@ def build(inv: Inventory) -> RegistryGraph:
 
 
 def _labelled(rg: RegistryGraph) -> Any:
-    out = nx.DiGraph()
+    out: Any = nx.DiGraph()
     for node in rg.g.nodes:
         out.add_node(node, **rg.node_attrs(node))
     out.add_edges_from(rg.g.edges(data=True))

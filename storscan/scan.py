@@ -594,7 +594,7 @@ def scan(
             inv.findings.extend(part.findings)
             inv.files_seen += part.files
         inv.repos = dict(sorted(inv.repos.items()))
-        roots = set()
+        roots: set[str] = set()
         for repo in inv.repos.values():
             roots.update(repo.revisions)
             roots.update(t.digest for t in repo.tags.values() if t.digest)
