@@ -10,7 +10,10 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 
@@ -22,7 +25,13 @@ from storscan.errors import (
     UsageError,
 )
 
+if TYPE_CHECKING:
+    from storscan.root import Root
+    from storscan.scan import Inventory
+
 log = logging.getLogger("storscan")
+# Temporary extractions of archives given as ROOT live until the command ends.
+_CLEANUP = ExitStack()
 
 EPILOG = (
     "Exit codes: 0 done, 1 findings at or above --fail-on (or a partial failure), "
@@ -85,7 +94,7 @@ def _jobs(jobs: int | None) -> int:
     return jobs or min(16, 4 * (os.cpu_count() or 1))
 
 
-def _progress() -> object:
+def _progress() -> Callable[[str], None] | None:
     if not sys.stderr.isatty():
         return None
 
@@ -101,19 +110,28 @@ def _clear_progress() -> None:
         sys.stderr.write("\r\x1b[K")
 
 
-def locate(root: Path | None, config: Path | None):  # type: ignore[no-untyped-def]
+def locate(root: Path | None, config: Path | None, *, archive_ok: bool = True) -> Root:
     """Resolve ROOT or --config into a Root, warning when nothing is stored there."""
-    from storscan.root import resolve_config, resolve_root
+    from storscan.root import is_archive, opened, resolve_config, resolve_root
 
     if root is not None and config is not None:
         raise UsageError("give either ROOT or --config, not both")
-    if root is None and config is None:
+    if config is not None:
+        located = resolve_config(config)
+    elif root is None:
         raise UsageError("missing ROOT: give the storage root or --config config.yml")
-    located = resolve_config(config) if config is not None else resolve_root(root)  # type: ignore[arg-type]
+    elif is_archive(root):
+        if not archive_ok:
+            raise UsageError(
+                f"{root} is an archive; this command changes the tree: unpack it first"
+            )
+        located = replace(resolve_root(_CLEANUP.enter_context(opened(root))), label=str(root))
+    else:
+        located = resolve_root(root)
     if located.readonly is not None:
         log.info("registry config: maintenance.readonly is %s", "on" if located.readonly else "off")
     if located.empty:
-        log.warning("nothing is stored at %s: reporting an empty registry", located.storage_root)
+        log.warning("nothing is stored at %s: reporting an empty registry", located.name)
     return located
 
 
@@ -131,16 +149,18 @@ def write_output(text: str, output: Path | None, default_name: str) -> None:
     log.warning("report written to %s", target)
 
 
-def _scan(root: Path | None, config: Path | None, jobs: int | None, deep: bool = False):  # type: ignore[no-untyped-def]
+def _scan(
+    root: Path | None, config: Path | None, jobs: int | None, deep: bool = False
+) -> Inventory:
     from storscan.scan import scan
 
     located = locate(root, config)
-    inv = scan(located, jobs=_jobs(jobs), deep=deep, progress=_progress())  # type: ignore[arg-type]
+    inv = scan(located, jobs=_jobs(jobs), deep=deep, progress=_progress())
     _clear_progress()
     return inv
 
 
-def _warn_scan_findings(inv) -> None:  # type: ignore[no-untyped-def]
+def _warn_scan_findings(inv: Inventory) -> None:
     from storscan.findings import ERROR, at_least
 
     errors = at_least(inv.findings, ERROR)
@@ -180,9 +200,7 @@ def report(
     _warn_scan_findings(inv)
     usage = compute(inv, scope)
     ext = {"table": "txt", "json": "json", "csv": "csv", "markdown": "md"}[fmt]
-    write_output(
-        render(usage, fmt, str(inv.root.storage_root), sort, top), output, f"report-{scope}.{ext}"
-    )
+    write_output(render(usage, fmt, inv.root.name, sort, top), output, f"report-{scope}.{ext}")
 
 
 @app.command()
@@ -216,7 +234,7 @@ def audit(
     reference = parse_now(now)
     inv = _scan(root, config, jobs, deep=True)
     result = run_audit(inv, now=reference, upload_age=age, verify=verify, jobs=_jobs(jobs))
-    text = render_findings(result, fmt, str(inv.root.storage_root))
+    text = render_findings(result, fmt, inv.root.name)
     write_output(text, output, f"audit.{'json' if fmt == 'json' else 'txt'}")
     if fail_on != "never" and at_least(result.findings, fail_on):
         return EXIT_FINDINGS
@@ -236,7 +254,7 @@ def scan_cmd(
     tags = sum(len(r.valid_tags) for r in inv.repos.values())
     revisions = sum(len(r.revisions) for r in inv.repos.values())
     lines = [
-        f"root          {inv.root.storage_root}",
+        f"root          {inv.root.name}",
         f"repositories  {len(inv.repos)}",
         f"tags          {tags}",
         f"revisions     {revisions}",
@@ -273,7 +291,8 @@ def graph_cmd(
 def main() -> NoReturn:
     """Entry point of the console script: one place maps errors to exit codes."""
     try:
-        result = app(standalone_mode=False)
+        with _CLEANUP:
+            result = app(standalone_mode=False)
     except StorscanError as exc:
         logging.getLogger("storscan").debug("error", exc_info=True)
         print(f"storscan: error: {exc}", file=sys.stderr)

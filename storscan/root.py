@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,12 @@ class Root:
     empty: bool = False
     readonly: bool | None = None
     config_path: Path | None = None
+    label: str | None = None  # what the user named, when it differs (an archive)
+
+    @property
+    def name(self) -> str:
+        """The root as the user named it, for reports and messages."""
+        return self.label or str(self.storage_root)
 
 
 def _find_below(path: Path, depth: int) -> Path | None:
@@ -137,3 +147,31 @@ def resolve_config(config_path: Path, environ: dict[str, str] | None = None) -> 
         readonly=readonly,
         config_path=config_path,
     )
+
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_archive(path: Path) -> bool:
+    """A tar archive of a storage root (how fixtures and backups travel)."""
+    return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+
+
+@contextmanager
+def opened(path: Path) -> Iterator[Path]:
+    """Yield a directory for ``path``: itself, or a temporary extraction of a tar archive.
+
+    Read-only commands accept an archive of a storage root; it is unpacked (mtimes, modes and
+    empty directories kept, links and devices refused) into a temporary directory that is
+    removed afterwards.
+    """
+    if not is_archive(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="storscan-") as tmp:
+        try:
+            with tarfile.open(path) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise NotARegistryError(f"{path}: cannot unpack the archive ({exc})") from exc
+        yield Path(tmp)

@@ -83,6 +83,9 @@ def to_table(usage: Usage, rows: list[RepoUsage], root: str) -> str:
         for col in ("total_bytes", "exclusive_bytes", "shared_bytes"):
             people[col] = people[col].map(size)
         people["latest_push"] = people["latest_push"].fillna("-").str.slice(0, 16)
+        # Names read best left-aligned; pandas right-aligns every column.
+        width = max(len("REPOSITORY"), int(people["name"].str.len().max()))
+        people["name"] = people["name"].str.ljust(width)
         people = people.rename(columns=_COLUMNS)
         out.append(people.to_string(index=False, justify="right"))
     out.append("")
