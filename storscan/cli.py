@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
@@ -150,12 +150,16 @@ def write_output(text: str, output: Path | None, default_name: str) -> None:
 
 
 def _scan(
-    root: Path | None, config: Path | None, jobs: int | None, deep: bool = False
+    root: Path | None,
+    config: Path | None,
+    jobs: int | None,
+    deep: bool = False,
+    complete: bool = True,
 ) -> Inventory:
     from storscan.scan import scan
 
     located = locate(root, config)
-    inv = scan(located, jobs=_jobs(jobs), deep=deep, progress=_progress())
+    inv = scan(located, jobs=_jobs(jobs), deep=deep, complete=complete, progress=_progress())
     _clear_progress()
     return inv
 
@@ -196,7 +200,7 @@ def report(
     from storscan.report import render
     from storscan.usage import compute
 
-    inv = _scan(root, config, jobs)
+    inv = _scan(root, config, jobs, complete=False)
     _warn_scan_findings(inv)
     usage = compute(inv, scope)
     ext = {"table": "txt", "json": "json", "csv": "csv", "markdown": "md"}[fmt]
@@ -250,7 +254,7 @@ def scan_cmd(
 ) -> None:
     """Walk the tree once and print a short summary with how long the walk took."""
     _setup_logging(verbose)
-    inv = _scan(root, config, jobs)
+    inv = _scan(root, config, jobs, complete=False)
     tags = sum(len(r.valid_tags) for r in inv.repos.values())
     revisions = sum(len(r.revisions) for r in inv.repos.values())
     lines = [

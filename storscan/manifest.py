@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,8 @@ def _descriptor(obj: Any, where: str) -> Descriptor:
         platform = "/".join(
             str(plat[k]) for k in ("os", "architecture", "variant") if isinstance(plat.get(k), str)
         )
-    return Descriptor(digest, size, media_type, foreign, platform)
+    # Interned: the same digests and media types recur across a registry's manifests.
+    return Descriptor(sys.intern(digest), size, sys.intern(media_type), foreign, platform)
 
 
 def _descriptors(obj: Any, key: str) -> tuple[Descriptor, ...]:

@@ -10,12 +10,14 @@ each problem becomes a Finding and the walk goes on.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
 from storscan import layout as L
 from storscan.findings import Finding
@@ -33,7 +35,33 @@ MAX_MANIFEST_BYTES = 4 << 20  # the registry refuses larger manifests
 MAX_CONFIG_BYTES = 8 << 20
 MAX_SMALL_FILE = 4096
 
+log = logging.getLogger(__name__)
 ProgressFn = Callable[[str], None]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Mapper(Protocol):
+    """The part of an executor the scan uses."""
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1) -> Iterator[R]: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: object) -> Any: ...
+
+
+class _Serial:
+    """A Mapper that runs everything in the calling thread."""
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1) -> Iterator[R]:
+        return map(fn, items)
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 @dataclass(slots=True)
@@ -104,6 +132,7 @@ class Inventory:
     has_blobs: bool
     elapsed: float = 0.0
     deep: bool = False
+    complete: bool = True  # False: tag history and layer links were not walked
     files_seen: int = 0
 
 
@@ -124,9 +153,11 @@ def _link_expected_size(alg: str) -> int:
 class _Walker:
     """Walks one subtree; instances are not shared between threads."""
 
-    def __init__(self, storage: Storage, deep: bool) -> None:
+    def __init__(self, storage: Storage, deep: bool, complete: bool = True) -> None:
         self.s = storage
         self.deep = deep
+        # complete=False (the report) skips what no figure needs: tag history and layer links.
+        self.complete = complete or deep
         self.part = _Part()
 
     def finding(self, code: str, message: str, **kw: object) -> None:
@@ -269,7 +300,7 @@ class _Walker:
             repo.has_revisions_dir = manifests_dir.get("revisions") == DIR
             self.walk_revisions(repo, f"{rel}/{L.MANIFESTS}/revisions")
             self.walk_tags(repo, f"{rel}/{L.MANIFESTS}/tags")
-        if L.LAYERS in markers:
+        if L.LAYERS in markers and self.complete:
             self.walk_layers(repo, f"{rel}/{L.LAYERS}")
         if L.UPLOADS in markers:
             self.walk_uploads(repo, f"{rel}/{L.UPLOADS}")
@@ -338,7 +369,8 @@ class _Walker:
             if not sound:
                 repo.bad("tags")
             history: list[str] = []
-            for alg, hexname, ipath in self.digest_dirs(f"{path}/index", repo.name):
+            index_dirs = self.digest_dirs(f"{path}/index", repo.name) if self.complete else ()
+            for alg, hexname, ipath in index_dirs:
                 hdigest = f"{alg}:{hexname}"
                 if self.deep:
                     _, _, sound = self.check_link(
@@ -523,9 +555,7 @@ def _read_created(storage: Storage, digest: str) -> str | None:
     return parse_created(body) if body else None
 
 
-def _parse_manifests(
-    pool: Executor, storage: Storage, inv: Inventory, roots: Iterable[str]
-) -> None:
+def _parse_manifests(pool: Mapper, storage: Storage, inv: Inventory, roots: Iterable[str]) -> None:
     """Read every present manifest reachable from ``roots`` once, following index children."""
     pending = {d for d in roots if d in inv.blobs}
     seen: set[str] = set()
@@ -545,7 +575,7 @@ def _parse_manifests(
         pending -= seen
 
 
-def _read_configs(pool: Executor, storage: Storage, inv: Inventory) -> None:
+def _read_configs(pool: Mapper, storage: Storage, inv: Inventory) -> None:
     configs = sorted(
         {
             m.config.digest
@@ -563,30 +593,50 @@ def _read_configs(pool: Executor, storage: Storage, inv: Inventory) -> None:
 
 
 def scan(
-    root: Root, *, jobs: int = 4, deep: bool = False, progress: ProgressFn | None = None
+    root: Root,
+    *,
+    jobs: int = 4,
+    deep: bool = False,
+    complete: bool = True,
+    progress: ProgressFn | None = None,
 ) -> Inventory:
-    """Walk the tree at ``root`` and return its Inventory."""
+    """Walk the tree at ``root`` and return its Inventory.
+
+    ``deep`` reads and checks every link (the audit); ``complete=False`` skips the tag
+    history and the layer links, which no figure of the report needs.
+    """
     started = time.perf_counter()
     storage = LocalStorage(str(root.v2))
     top = _Walker(storage, deep)
     has_repos = storage.list_dir(L.REPOSITORIES) is not None
     has_blobs = storage.list_dir(L.BLOBS) is not None
-    inv = Inventory(root, {}, {}, {}, {}, [], has_repos, has_blobs, deep=deep)
+    inv = Inventory(root, {}, {}, {}, {}, [], has_repos, has_blobs, deep=deep, complete=complete)
     if root.empty:
         inv.elapsed = time.perf_counter() - started
         return inv
-    parts: list[_Part] = [top.part]
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures: list[Future[_Part]] = []
-        for name, kind in top.listing(L.REPOSITORIES) or []:
-            if kind == DIR and not name.startswith("_"):
-                futures.append(pool.submit(_walk_subtree, storage, deep, name))
-        for alg, prefix in _blob_prefixes(top):
-            futures.append(pool.submit(_walk_blobs, storage, deep, alg, prefix))
-        for i, fut in enumerate(futures, 1):
-            parts.append(fut.result())
+    tasks: list[tuple[str, str]] = [
+        ("", name)
+        for name, kind in top.listing(L.REPOSITORIES) or []
+        if kind == DIR and not name.startswith("_")
+    ]
+    tasks += _blob_prefixes(top)
+
+    def walk(task: tuple[str, str]) -> _Part:
+        walker = _Walker(storage, deep, complete)
+        if task[0]:
+            walker.walk_blob_prefix(*task)
+        else:
+            walker.discover(f"{L.REPOSITORIES}/{task[1]}", task[1])
+        return walker.part
+
+    # One worker walks in this thread: no pool overhead where parallel reads cannot help.
+    pool: Mapper = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial()  # type: ignore[assignment]
+    with pool:
+        parts = [top.part]
+        for i, part in enumerate(pool.map(walk, tasks), 1):
+            parts.append(part)
             if progress is not None and i % 64 == 0:
-                progress(f"walked {i}/{len(futures)} subtrees")
+                progress(f"walked {i}/{len(tasks)} subtrees")
         for part in parts:
             for repo in part.repos:
                 inv.repos[repo.name] = repo
@@ -598,21 +648,17 @@ def scan(
         for repo in inv.repos.values():
             roots.update(repo.revisions)
             roots.update(t.digest for t in repo.tags.values() if t.digest)
+        walked = time.perf_counter()
         if progress is not None:
             progress(f"reading {len(roots)} manifests")
         _parse_manifests(pool, storage, inv, roots)
+        parsed = time.perf_counter()
         _read_configs(pool, storage, inv)
+        log.debug(
+            "walk %.3f s, manifests %.3f s, configs %.3f s",
+            walked - started,
+            parsed - walked,
+            time.perf_counter() - parsed,
+        )
     inv.elapsed = time.perf_counter() - started
     return inv
-
-
-def _walk_subtree(storage: Storage, deep: bool, name: str) -> _Part:
-    walker = _Walker(storage, deep)
-    walker.discover(f"{L.REPOSITORIES}/{name}", name)
-    return walker.part
-
-
-def _walk_blobs(storage: Storage, deep: bool, alg: str, prefix: str) -> _Part:
-    walker = _Walker(storage, deep)
-    walker.walk_blob_prefix(alg, prefix)
-    return walker.part

@@ -106,7 +106,16 @@ class LocalStorage:
         except FileNotFoundError:
             return None
         try:
-            return os.read(fd, limit)
+            # os.read allocates its whole argument up front: read in modest steps instead.
+            chunks = []
+            remaining = limit
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 65536))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         finally:
             os.close(fd)
 
