@@ -40,7 +40,7 @@ EPILOG = (
 
 app = typer.Typer(
     name="storscan",
-    help="Analyse, audit and prune the storage of a Docker/OCI (distribution v2) registry, offline.",
+    help="Analyse, audit and prune the storage of a Docker/OCI (distribution v2) registry offline.",
     epilog=EPILOG,
     add_completion=False,
     no_args_is_help=True,

@@ -287,7 +287,7 @@ class _Walker:
         self, rel: str, name: str, markers: frozenset[str], entries: list[tuple[str, str]]
     ) -> Repo:
         repo = Repo(name, markers)
-        for child, kind in entries:
+        for child, _kind in entries:
             if child.startswith("_") and child not in L.MARKERS:
                 self.finding(
                     "unexpected_entry",
