@@ -73,6 +73,20 @@ def _summary_lines(s: Summary, scope: str) -> list[tuple[str, str]]:
     ]
 
 
+def _aligned(df: pd.DataFrame) -> list[str]:
+    """Columns padded to their widest cell: names left-aligned, figures right-aligned."""
+    widths = {c: max(len(c), int(df[c].str.len().max())) for c in df.columns}
+    first = df.columns[0]
+
+    def cell(col: str, text: str) -> str:
+        return text.ljust(widths[col]) if col == first else text.rjust(widths[col])
+
+    lines = ["  ".join(cell(c, c) for c in df.columns).rstrip()]
+    for rec in df.itertuples(index=False):
+        lines.append("  ".join(cell(c, v) for c, v in zip(df.columns, rec, strict=True)).rstrip())
+    return lines
+
+
 def to_table(usage: Usage, rows: list[RepoUsage], root: str) -> str:
     df = frame(rows)
     out = [f"storscan report: {root} (scope: {usage.scope})", ""]
@@ -83,11 +97,7 @@ def to_table(usage: Usage, rows: list[RepoUsage], root: str) -> str:
         for col in ("total_bytes", "exclusive_bytes", "shared_bytes"):
             people[col] = people[col].map(size)
         people["latest_push"] = people["latest_push"].fillna("-").str.slice(0, 16)
-        # Names read best left-aligned; pandas right-aligns every column.
-        width = max(len("REPOSITORY"), int(people["name"].str.len().max()))
-        people["name"] = people["name"].str.ljust(width)
-        people = people.rename(columns=_COLUMNS)
-        out.append(people.to_string(index=False, justify="right"))
+        out.extend(_aligned(people.astype(str).rename(columns=_COLUMNS)))
     out.append("")
     width = max(len(k) for k, _ in _summary_lines(usage.summary, usage.scope))
     out.extend(f"{k:<{width}}  {v}" for k, v in _summary_lines(usage.summary, usage.scope))
