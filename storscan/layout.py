@@ -22,8 +22,8 @@ HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 CANONICAL_ALG = "sha256"
 LINK_SIZE = len("sha256:") + 64  # a sha256 link file holds exactly this many bytes
 
-_HEX = re.compile(r"[0-9a-f]+")
-_DIGEST = re.compile(r"(sha256|sha384|sha512):([0-9a-f]+)")
+_HEX = {alg: re.compile(f"[0-9a-f]{{{n}}}") for alg, n in HEX_LENGTHS.items()}
+_DIGEST = re.compile("|".join(f"{alg}:[0-9a-f]{{{n}}}" for alg, n in HEX_LENGTHS.items()))
 
 # Repository path component grammar (distribution/reference): lowercase alphanumeric runs
 # joined by '.', '_', '__' or one or more '-'. A first component may also be a domain.
@@ -39,16 +39,13 @@ SIGNATURE_TAG_RE = re.compile(r"(sha256|sha384|sha512)-([0-9a-f]{64,128})(?:\.[a
 
 def is_hex_name(name: str, alg: str) -> bool:
     """True when ``name`` is a valid encoded digest for ``alg``."""
-    length = HEX_LENGTHS.get(alg)
-    return length is not None and len(name) == length and _HEX.fullmatch(name) is not None
+    pattern = _HEX.get(alg)
+    return pattern is not None and pattern.fullmatch(name) is not None
 
 
 def parse_digest(text: str) -> str | None:
     """Return ``text`` when it is a valid digest string exactly, else None."""
-    m = _DIGEST.fullmatch(text)
-    if m is None or len(m.group(2)) != HEX_LENGTHS[m.group(1)]:
-        return None
-    return text
+    return text if _DIGEST.fullmatch(text) is not None else None
 
 
 def classify_link(content: bytes) -> tuple[str | None, str | None]:

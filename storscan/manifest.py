@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from storscan.layout import parse_digest
 
@@ -24,8 +23,7 @@ INDEX = "index"
 SCHEMA1_KIND = "schema1"
 
 
-@dataclass(frozen=True, slots=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     """A reference from a manifest to a blob or another manifest."""
 
     digest: str
@@ -35,8 +33,7 @@ class Descriptor:
     platform: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
+class Manifest(NamedTuple):
     """A parsed manifest blob. References are in the order the registry marks them."""
 
     digest: str

@@ -1,595 +1,139 @@
 """The walk: one pass over a v2 tree into an Inventory of repositories, tags, revisions and blobs.
 
-Costs grow with the number of files, never with tags x manifests. In the default (fast) mode
-digests come from directory names and a link file is only stat'ed: a valid sha256 link is
-exactly 71 bytes, and any other size is read and classified. ``deep`` mode (the audit) reads
-every link and compares it with its directory. Nothing in the walk raises on a damaged tree:
-each problem becomes a Finding and the walk goes on.
+Costs grow with the number of files, never with tags x manifests, and each manifest blob is
+read once whatever number of repositories link it. The tree is cut into subtrees (top-level
+repository directories and blob prefix directories); ``jobs`` walkers share them out: one
+worker process per core, so that parsing uses every core, each running threads, so that a slow
+or network filesystem has several reads in flight.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import sys
+import multiprocessing
+import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
+from typing import TypeVar
 
 from storscan import layout as L
 from storscan.findings import Finding
-from storscan.manifest import (
-    IMAGE_CONFIG_TYPES,
-    Manifest,
-    ManifestError,
-    parse_created,
-    parse_manifest,
-)
+from storscan.inventory import Blob, Inventory, Repo, Tag, Upload
+from storscan.manifest import IMAGE_CONFIG_TYPES, Manifest
 from storscan.root import Root
-from storscan.storage import DIR, FILE, SYMLINK, LocalStorage, Storage
+from storscan.storage import DIR, LocalStorage
+from storscan.walker import Walker, WalkPart, blob_prefixes, read_created, read_manifest
 
-MAX_MANIFEST_BYTES = 4 << 20  # the registry refuses larger manifests
-MAX_CONFIG_BYTES = 8 << 20
-MAX_SMALL_FILE = 4096
+__all__ = ["Blob", "Inventory", "Repo", "Tag", "Upload", "scan"]
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[str], None]
 T = TypeVar("T")
 R = TypeVar("R")
+Task = tuple[str, str]  # ("", top-level repository directory) or (alg, blob prefix)
+Parsed = tuple[str, Manifest | None, Finding | None, str | None, str | None]
 
 
-class Mapper(Protocol):
-    """The part of an executor the scan uses."""
-
-    def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1) -> Iterator[R]: ...
-
-    def __enter__(self) -> Any: ...
-
-    def __exit__(self, *exc: object) -> Any: ...
+def _threaded(fn: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    if threads <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(fn, items))
 
 
-class _Serial:
-    """A Mapper that runs everything in the calling thread."""
+def _walk_tasks(
+    v2: str, deep: bool, complete: bool, threads: int, tasks: list[Task]
+) -> list[WalkPart]:
+    """Walk a share of the subtrees (runs in a worker process)."""
+    storage = LocalStorage(v2)
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T], chunksize: int = 1) -> Iterator[R]:
-        return map(fn, items)
+    def walk(task: Task) -> WalkPart:
+        walker = Walker(storage, deep, complete)
+        if task[0]:
+            walker.walk_blob_prefix(*task)
+        else:
+            walker.discover(f"{L.REPOSITORIES}/{task[1]}", task[1])
+        return walker.part
 
-    def __enter__(self) -> _Serial:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-@dataclass(slots=True)
-class Tag:
-    """A tag directory. ``digest`` is None when ``current/link`` is missing or unreadable."""
-
-    name: str
-    digest: str | None
-    mtime: float | None
-    history: tuple[str, ...] = ()
+    return _threaded(walk, tasks, threads)
 
 
-@dataclass(slots=True)
-class Upload:
-    """An upload session directory under ``_uploads``."""
+def _parse_batch(v2: str, threads: int, items: list[tuple[str, int]]) -> list[Parsed]:
+    """Read and parse a share of the manifests, and their image configs' ``created``."""
+    storage = LocalStorage(v2)
 
-    id: str
-    bytes: int
-    started: datetime | None
-    mtime: float
+    def parse(item: tuple[str, int]) -> Parsed:
+        man, finding = read_manifest(storage, *item)
+        config = man.config if man is not None else None
+        if config is None or config.media_type not in IMAGE_CONFIG_TYPES:
+            return item[0], man, finding, None, None
+        return item[0], man, finding, config.digest, read_created(storage, config.digest)
 
-
-@dataclass(slots=True)
-class Repo:
-    """One repository directory and everything linked under its reserved directories."""
-
-    name: str
-    markers: frozenset[str]
-    tags: dict[str, Tag] = field(default_factory=dict)
-    revisions: dict[str, float] = field(default_factory=dict)  # digest -> link mtime
-    layer_links: set[str] = field(default_factory=set)
-    alias_links: dict[str, str] = field(default_factory=dict)  # alias digest -> sha256 digest
-    uploads: list[Upload] = field(default_factory=list)
-    has_tags_dir: bool = False
-    has_revisions_dir: bool = False
-    # Link files the registry cannot parse, by kind (revisions, tags, index, layers): the
-    # registry's GC aborts on each kind it reads.
-    bad_links: dict[str, int] = field(default_factory=dict)
-
-    def bad(self, kind: str) -> None:
-        self.bad_links[kind] = self.bad_links.get(kind, 0) + 1
-
-    @property
-    def valid_tags(self) -> dict[str, str]:
-        """Tag name -> digest for tags whose current/link names a digest."""
-        return {t.name: t.digest for t in self.tags.values() if t.digest is not None}
+    return _threaded(parse, items, threads)
 
 
-@dataclass(slots=True)
-class Blob:
-    """A blob's ``data`` file."""
-
-    size: int
-    mtime: float
+def _shares(items: Sequence[T], count: int) -> list[list[T]]:
+    """Deal ``items`` into ``count`` shares round-robin, so large subtrees spread out."""
+    shares = [list(items[i::count]) for i in range(count)]
+    return [share for share in shares if share]
 
 
-@dataclass
-class Inventory:
-    """Everything the walk found. Pure data: the planning and reporting steps read only this."""
+class _Workers:
+    """Runs functions over shares of work: in worker processes, or here when jobs is 1."""
 
-    root: Root
-    repos: dict[str, Repo]
-    blobs: dict[str, Blob]
-    manifests: dict[str, Manifest]
-    created: dict[str, str]  # image config digest -> its `created` timestamp
-    findings: list[Finding]
-    has_repositories: bool
-    has_blobs: bool
-    elapsed: float = 0.0
-    deep: bool = False
-    complete: bool = True  # False: tag history and layer links were not walked
-    files_seen: int = 0
+    def __init__(self, jobs: int) -> None:
+        self.procs = max(1, min(jobs, os.cpu_count() or 1))
+        self.threads = max(1, -(-jobs // self.procs))
+        self.pool: Executor | None = None
+        if self.procs > 1:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            self.pool = ProcessPoolExecutor(max_workers=self.procs, mp_context=context)
 
+    def run(self, fn: Callable[[list[T]], list[R]], items: Sequence[T]) -> list[R]:
+        shares = _shares(items, self.procs * 4)
+        if self.pool is None:
+            results = [fn(share) for share in shares]
+        else:
+            results = list(self.pool.map(fn, shares))
+        return [r for result in results for r in result]
 
-@dataclass
-class _Part:
-    """What one worker returns; merged once all workers are done."""
-
-    repos: list[Repo] = field(default_factory=list)
-    blobs: dict[str, Blob] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    files: int = 0
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
-def _link_expected_size(alg: str) -> int:
-    return len(alg) + 1 + L.HEX_LENGTHS[alg]
+def _merge(inv: Inventory, parts: Iterable[WalkPart]) -> None:
+    for part in parts:
+        for repo in part.repos:
+            inv.repos[repo.name] = repo
+        inv.blobs.update(part.blobs)
+        inv.findings.extend(part.findings)
+        inv.files_seen += part.files
+    inv.repos = dict(sorted(inv.repos.items()))
 
 
-class _Walker:
-    """Walks one subtree; instances are not shared between threads."""
-
-    def __init__(self, storage: Storage, deep: bool, complete: bool = True) -> None:
-        self.s = storage
-        self.deep = deep
-        # complete=False (the report) skips what no figure needs: tag history and layer links.
-        self.complete = complete or deep
-        self.part = _Part()
-
-    def finding(self, code: str, message: str, **kw: object) -> None:
-        self.part.findings.append(Finding(code, message, **kw))  # type: ignore[arg-type]
-
-    def listing(self, rel: str, repo: str | None = None) -> list[tuple[str, str]] | None:
-        """Entries of a directory; symbolic links are reported and dropped."""
-        try:
-            entries = self.s.list_dir(rel)
-        except OSError as exc:
-            self.finding(
-                "unreadable",
-                f"cannot list {rel}: {exc.strerror}; fix its permissions",
-                repository=repo,
-                path=rel,
-            )
-            return None
-        if entries is None:
-            return None
-        out = []
-        for e in entries:
-            if e.kind == SYMLINK:
-                self.finding(
-                    "symlink_skipped",
-                    f"symbolic link {rel}/{e.name} not followed; "
-                    "registry storage holds none: replace it with the real directory",
-                    repository=repo,
-                    path=f"{rel}/{e.name}",
-                )
-            else:
-                out.append((e.name, e.kind))
-        self.part.files += len(entries)
-        return out
-
-    # -- links ---------------------------------------------------------------------------
-
-    def check_link(
-        self,
-        rel: str,
-        expect: str | None,
-        repo: str | None,
-        *,
-        what: str,
-        tag: str | None = None,
-        read: bool = False,
-    ) -> tuple[str | None, float | None, bool]:
-        """Check a link file; return (digest it yields, mtime, sound), mtime None when absent.
-
-        ``expect`` is the digest named by the link's directory (None for tags' current/link).
-        The digest returned is the content's when it parses, else ``expect`` (the directory
-        still names the object, which keeps its target live while the audit flags the link).
-        """
-        st = self.s.stat(rel)
-        if st is None:
-            return None, None, True
-        if st.kind != FILE:
-            self.finding(
-                "link_not_regular",
-                f"{what} {rel} is not a regular file; the registry "
-                "cannot read it: replace it with a link file",
-                repository=repo,
-                tag=tag,
-                digest=expect,
-                path=rel,
-            )
-            return expect, st.mtime, False
-        alg = L.split_digest(expect)[0] if expect else L.CANONICAL_ALG
-        if not read and not self.deep and st.size == _link_expected_size(alg):
-            return expect, st.mtime, True
-        try:
-            content = self.s.read_small(rel, MAX_SMALL_FILE) or b""
-        except OSError as exc:
-            self.finding(
-                "unreadable",
-                f"cannot read {rel}: {exc.strerror}",
-                repository=repo,
-                tag=tag,
-                digest=expect,
-                path=rel,
-            )
-            return expect, st.mtime, False
-        digest, problem = L.classify_link(content)
-        if problem is not None:
-            recovered = content.decode("ascii", "replace").strip()
-            if problem == "trailing_newline":
-                digest = recovered
-            self.finding(
-                f"link_{problem}",
-                f"{what} {rel} is {problem.replace('_', ' ')}; the registry's GC aborts on it: "
-                f"rewrite it to hold the digest{' ' + expect if expect else ''} with no newline",
-                repository=repo,
-                tag=tag,
-                digest=expect or digest,
-                path=rel,
-                bytes=st.size,
-            )
-            return (expect or digest), st.mtime, False
-        if expect is not None and digest != expect and L.split_digest(expect)[0] == L.CANONICAL_ALG:
-            self.finding(
-                "link_mismatch",
-                f"{what} {rel} holds {digest}, not the digest of its "
-                "directory; the registry rejects it: remove the link or fix its content",
-                repository=repo,
-                tag=tag,
-                digest=expect,
-                path=rel,
-            )
-            return expect, st.mtime, False
-        return digest, st.mtime, True
-
-    # -- repositories --------------------------------------------------------------------
-
-    def discover(self, rel: str, name: str) -> None:
-        """Walk a directory under repositories/: it is a repository if it holds a marker."""
-        entries = self.listing(rel)
-        if entries is None:
-            return
-        names = {n for n, k in entries if k == DIR}
-        markers = frozenset(m for m in L.MARKERS if m in names)
-        if markers:
-            self.part.repos.append(self.walk_repo(rel, name, markers, entries))
-        for child, kind in sorted(entries):
-            if kind == DIR and not child.startswith("_"):
-                self.discover(f"{rel}/{child}", f"{name}/{child}" if name else child)
-
-    def walk_repo(
-        self, rel: str, name: str, markers: frozenset[str], entries: list[tuple[str, str]]
-    ) -> Repo:
-        repo = Repo(name, markers)
-        for child, _kind in entries:
-            if child.startswith("_") and child not in L.MARKERS:
-                self.finding(
-                    "unexpected_entry",
-                    f"{rel}/{child} is not part of the registry layout; move it out of the tree",
-                    repository=name,
-                    path=f"{rel}/{child}",
-                )
-        if L.MANIFESTS in markers:
-            manifests_dir = dict(self.listing(f"{rel}/{L.MANIFESTS}", name) or [])
-            repo.has_revisions_dir = manifests_dir.get("revisions") == DIR
-            self.walk_revisions(repo, f"{rel}/{L.MANIFESTS}/revisions")
-            self.walk_tags(repo, f"{rel}/{L.MANIFESTS}/tags")
-        if L.LAYERS in markers and self.complete:
-            self.walk_layers(repo, f"{rel}/{L.LAYERS}")
-        if L.UPLOADS in markers:
-            self.walk_uploads(repo, f"{rel}/{L.UPLOADS}")
-        return repo
-
-    def digest_dirs(self, rel: str, repo: str) -> Iterable[tuple[str, str, str]]:
-        """(alg, hex, path) for each ``<alg>/<hex>`` directory under ``rel``."""
-        for alg, kind in self.listing(rel, repo) or []:
-            if kind != DIR or alg not in L.HEX_LENGTHS:
-                self.finding(
-                    "unexpected_entry",
-                    f"{rel}/{alg} is not a digest algorithm directory; the registry ignores it",
-                    repository=repo,
-                    path=f"{rel}/{alg}",
-                )
-                continue
-            for hexname, hkind in self.listing(f"{rel}/{alg}", repo) or []:
-                path = f"{rel}/{alg}/{hexname}"
-                if hkind != DIR or not L.is_hex_name(hexname, alg):
-                    self.finding(
-                        "unexpected_entry",
-                        f"{path} is not a digest directory; the registry ignores it",
-                        repository=repo,
-                        path=path,
-                    )
-                    continue
-                yield alg, hexname, path
-
-    def walk_revisions(self, repo: Repo, rel: str) -> None:
-        for alg, hexname, path in self.digest_dirs(rel, repo.name):
-            expect = sys.intern(f"{alg}:{hexname}")
-            _, mtime, sound = self.check_link(
-                f"{path}/link", expect, repo.name, what="revision link"
-            )
-            if mtime is None:
-                self.finding(
-                    "revision_dir_empty",
-                    f"{path} has no link (left by an API delete); harmless, prune removes it",
-                    repository=repo.name,
-                    digest=expect,
-                    path=path,
-                )
-                continue
-            if not sound:
-                repo.bad("revisions")
-            repo.revisions[expect] = mtime
-
-    def walk_tags(self, repo: Repo, rel: str) -> None:
-        entries = self.listing(rel, repo.name)
-        if entries is None:
-            return
-        repo.has_tags_dir = True
-        for tag, kind in entries:
-            path = f"{rel}/{tag}"
-            if kind != DIR:
-                self.finding(
-                    "unexpected_entry",
-                    f"{path} is not a tag directory",
-                    path=path,
-                    repository=repo.name,
-                )
-                continue
-            digest, mtime, sound = self.check_link(
-                f"{path}/current/link", None, repo.name, what="tag link", tag=tag, read=True
-            )
-            if not sound:
-                repo.bad("tags")
-            history: list[str] = []
-            index_dirs = self.digest_dirs(f"{path}/index", repo.name) if self.complete else ()
-            for alg, hexname, ipath in index_dirs:
-                hdigest = f"{alg}:{hexname}"
-                if self.deep:
-                    _, _, sound = self.check_link(
-                        f"{ipath}/link", hdigest, repo.name, what="tag index link", tag=tag
-                    )
-                    if not sound:
-                        repo.bad("index")
-                history.append(sys.intern(hdigest))
-            if mtime is None:
-                self.finding(
-                    "tag_without_current",
-                    f"tag directory {path} has no current/link; "
-                    "it is not a tag: remove it (storscan prune --tag)",
-                    repository=repo.name,
-                    tag=tag,
-                    path=path,
-                )
-            repo.tags[tag] = Tag(tag, sys.intern(digest) if digest else None, mtime, tuple(history))
-
-    def walk_layers(self, repo: Repo, rel: str) -> None:
-        for alg, hexname, path in self.digest_dirs(rel, repo.name):
-            expect = f"{alg}:{hexname}"
-            is_alias = alg != L.CANONICAL_ALG
-            digest, mtime, sound = self.check_link(
-                f"{path}/link", expect, repo.name, what="layer link", read=is_alias
-            )
-            if not sound:
-                repo.bad("layers")
-            if mtime is None or digest is None:
-                continue
-            if is_alias:
-                repo.alias_links[expect] = sys.intern(digest)
-                self.finding(
-                    "layer_link_alias",
-                    f"{path}/link is an alias for {digest}",
-                    repository=repo.name,
-                    digest=expect,
-                    path=f"{path}/link",
-                )
-            else:
-                repo.layer_links.add(sys.intern(expect))
-
-    def walk_uploads(self, repo: Repo, rel: str) -> None:
-        for upload_id, kind in self.listing(rel, repo.name) or []:
-            path = f"{rel}/{upload_id}"
-            if kind != DIR:
-                continue
-            total, newest = self.tree_bytes(path, repo.name)
-            started = None
-            raw = self.s.read_small(f"{path}/startedat", 256)
-            if raw:
-                try:
-                    started = datetime.fromisoformat(
-                        raw.decode("ascii").strip().replace("Z", "+00:00")
-                    )
-                except (UnicodeDecodeError, ValueError):
-                    started = None
-            repo.uploads.append(Upload(upload_id, total, started, newest))
-
-    def tree_bytes(self, rel: str, repo: str) -> tuple[int, float]:
-        """Total bytes of the files below ``rel`` and the newest mtime."""
-        total, newest = 0, 0.0
-        for name, kind in self.listing(rel, repo) or []:
-            path = f"{rel}/{name}"
-            if kind == DIR:
-                sub, subnew = self.tree_bytes(path, repo)
-                total += sub
-                newest = max(newest, subnew)
-            else:
-                st = self.s.stat(path)
-                if st is not None:
-                    total += st.size
-                    newest = max(newest, st.mtime)
-        return total, newest
-
-    # -- blobs ---------------------------------------------------------------------------
-
-    def walk_blob_prefix(self, alg: str, prefix: str) -> None:
-        rel = f"{L.BLOBS}/{alg}/{prefix}"
-        for hexname, kind in self.listing(rel) or []:
-            path = f"{rel}/{hexname}"
-            if kind != DIR or not L.is_hex_name(hexname, alg) or not hexname.startswith(prefix):
-                self.finding(
-                    "gc_blob_path_abort",
-                    f"{path} is not a blob directory; the "
-                    "registry's GC aborts on it: move it out of blobs/",
-                    path=path,
-                )
-                continue
-            if self.deep:
-                for name, _ in self.listing(path) or []:
-                    if name != "data":
-                        self.finding(
-                            "temp_file",
-                            f"{path}/{name} is not a blob's data; "
-                            "left by an interrupted write: remove it",
-                            path=f"{path}/{name}",
-                        )
-            st = self.s.stat(f"{path}/data")
-            if st is None:
-                self.finding(
-                    "blob_dir_empty",
-                    f"{path} holds no data; remove the directory",
-                    digest=f"{alg}:{hexname}",
-                    path=path,
-                )
-                continue
-            if st.kind != FILE:
-                self.finding(
-                    "link_not_regular",
-                    f"{path}/data is not a regular file; not followed",
-                    digest=f"{alg}:{hexname}",
-                    path=f"{path}/data",
-                )
-                continue
-            self.part.blobs[sys.intern(f"{alg}:{hexname}")] = Blob(st.size, st.mtime)
-
-
-def _blob_prefixes(walker: _Walker) -> list[tuple[str, str]]:
-    out = []
-    for alg, kind in walker.listing(L.BLOBS) or []:
-        if kind != DIR or alg not in L.HEX_LENGTHS:
-            walker.finding(
-                "gc_blob_path_abort",
-                f"{L.BLOBS}/{alg} is not a digest algorithm "
-                "directory; the registry's GC aborts on it: move it out of blobs/",
-                path=f"{L.BLOBS}/{alg}",
-            )
-            continue
-        for prefix, pkind in walker.listing(f"{L.BLOBS}/{alg}") or []:
-            if pkind != DIR or len(prefix) != 2:
-                walker.finding(
-                    "gc_blob_path_abort",
-                    f"{L.BLOBS}/{alg}/{prefix} is not a blob "
-                    "prefix directory; move it out of blobs/",
-                    path=f"{L.BLOBS}/{alg}/{prefix}",
-                )
-                continue
-            out.append((alg, prefix))
-    return out
-
-
-def _read_manifest(
-    storage: Storage, digest: str, size: int
-) -> tuple[Manifest | None, Finding | None]:
-    rel = L.blob_data(digest)
-    try:
-        body = storage.read_small(rel, MAX_MANIFEST_BYTES + 1) or b""
-    except OSError as exc:
-        return None, Finding(
-            "unreadable", f"cannot read manifest {rel}: {exc.strerror}", digest=digest, path=rel
-        )
-    alg, hexpart = L.split_digest(digest)
-    if hashlib.new(alg, body).hexdigest() != hexpart:
-        return None, Finding(
-            "manifest_digest_mismatch",
-            f"manifest blob {rel} does not hash to "
-            f"{digest}; it is corrupt: restore it from a backup or delete the "
-            "image",
-            digest=digest,
-            path=rel,
-            bytes=size,
-        )
-    try:
-        return parse_manifest(digest, body), None
-    except ManifestError as exc:
-        return None, Finding(
-            "manifest_unparsable",
-            f"manifest {rel} cannot be loaded ({exc}); "
-            "the registry's GC aborts on it: delete the image or restore the blob",
-            digest=digest,
-            path=rel,
-            bytes=size,
-        )
-
-
-def _read_created(storage: Storage, digest: str) -> str | None:
-    try:
-        body = storage.read_small(L.blob_data(digest), MAX_CONFIG_BYTES)
-    except OSError:
-        return None
-    return parse_created(body) if body else None
-
-
-def _parse_manifests(pool: Mapper, storage: Storage, inv: Inventory, roots: Iterable[str]) -> None:
+def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, roots: set[str]) -> None:
     """Read every present manifest reachable from ``roots`` once, following index children."""
     pending = {d for d in roots if d in inv.blobs}
     seen: set[str] = set()
     while pending:
-        batch = sorted(pending - seen)
-        seen.update(batch)
+        seen |= pending
+        batch = [(d, inv.blobs[d].size) for d in sorted(pending)]
         pending = set()
-        results = pool.map(
-            lambda d: _read_manifest(storage, d, inv.blobs[d].size), batch, chunksize=256
-        )
-        for digest, (man, finding) in zip(batch, results, strict=True):
+        for digest, man, finding, config, created in workers.run(
+            partial(_parse_batch, v2, workers.threads), batch
+        ):
             if finding is not None:
                 inv.findings.append(finding)
             if man is not None:
                 inv.manifests[digest] = man
                 pending.update(c.digest for c in man.children if c.digest in inv.blobs)
+            if config is not None and created:
+                inv.created[config] = created
         pending -= seen
-
-
-def _read_configs(pool: Mapper, storage: Storage, inv: Inventory) -> None:
-    configs = sorted(
-        {
-            m.config.digest
-            for m in inv.manifests.values()
-            if m.config is not None
-            and m.config.media_type in IMAGE_CONFIG_TYPES
-            and m.config.digest in inv.blobs
-        }
-    )
-    for digest, created in zip(
-        configs, pool.map(lambda d: _read_created(storage, d), configs, chunksize=256), strict=True
-    ):
-        if created:
-            inv.created[digest] = created
 
 
 def scan(
@@ -606,59 +150,57 @@ def scan(
     history and the layer links, which no figure of the report needs.
     """
     started = time.perf_counter()
-    storage = LocalStorage(str(root.v2))
-    top = _Walker(storage, deep)
-    has_repos = storage.list_dir(L.REPOSITORIES) is not None
-    has_blobs = storage.list_dir(L.BLOBS) is not None
-    inv = Inventory(root, {}, {}, {}, {}, [], has_repos, has_blobs, deep=deep, complete=complete)
+    v2 = str(root.v2)
+    storage = LocalStorage(v2)
+    top = Walker(storage, deep, complete)
+    inv = Inventory(
+        root,
+        {},
+        {},
+        {},
+        {},
+        [],
+        has_repositories=storage.list_dir(L.REPOSITORIES) is not None,
+        has_blobs=storage.list_dir(L.BLOBS) is not None,
+        deep=deep,
+        complete=complete,
+    )
     if root.empty:
         inv.elapsed = time.perf_counter() - started
         return inv
-    tasks: list[tuple[str, str]] = [
+    tasks: list[Task] = [
         ("", name)
         for name, kind in top.listing(L.REPOSITORIES) or []
         if kind == DIR and not name.startswith("_")
     ]
-    tasks += _blob_prefixes(top)
-
-    def walk(task: tuple[str, str]) -> _Part:
-        walker = _Walker(storage, deep, complete)
-        if task[0]:
-            walker.walk_blob_prefix(*task)
-        else:
-            walker.discover(f"{L.REPOSITORIES}/{task[1]}", task[1])
-        return walker.part
-
-    # One worker walks in this thread: no pool overhead where parallel reads cannot help.
-    pool: Mapper = ThreadPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial()  # type: ignore[assignment]
-    with pool:
-        parts = [top.part]
-        for i, part in enumerate(pool.map(walk, tasks), 1):
-            parts.append(part)
-            if progress is not None and i % 64 == 0:
-                progress(f"walked {i}/{len(tasks)} subtrees")
-        for part in parts:
-            for repo in part.repos:
-                inv.repos[repo.name] = repo
-            inv.blobs.update(part.blobs)
-            inv.findings.extend(part.findings)
-            inv.files_seen += part.files
-        inv.repos = dict(sorted(inv.repos.items()))
+    tasks += blob_prefixes(top)
+    workers = _Workers(max(1, jobs))
+    try:
+        if progress is not None:
+            progress(f"walking {len(tasks)} subtrees with {jobs} walkers")
+        _merge(
+            inv,
+            [
+                top.part,
+                *workers.run(partial(_walk_tasks, v2, deep, complete, workers.threads), tasks),
+            ],
+        )
+        walked = time.perf_counter()
         roots: set[str] = set()
         for repo in inv.repos.values():
             roots.update(repo.revisions)
             roots.update(t.digest for t in repo.tags.values() if t.digest)
-        walked = time.perf_counter()
         if progress is not None:
             progress(f"reading {len(roots)} manifests")
-        _parse_manifests(pool, storage, inv, roots)
-        parsed = time.perf_counter()
-        _read_configs(pool, storage, inv)
-        log.debug(
-            "walk %.3f s, manifests %.3f s, configs %.3f s",
-            walked - started,
-            parsed - walked,
-            time.perf_counter() - parsed,
-        )
+        _parse_manifests(workers, v2, inv, roots)
+    finally:
+        workers.close()
     inv.elapsed = time.perf_counter() - started
+    log.debug(
+        "walk %.3f s, manifests %.3f s (%d processes x %d threads)",
+        walked - started,
+        inv.elapsed - (walked - started),
+        workers.procs,
+        workers.threads,
+    )
     return inv
