@@ -49,13 +49,22 @@ class AuditResult:
         }
 
 
-def _image_name(repo: Repo, digest: str) -> str:
-    tags = sorted(t for t, d in repo.valid_tags.items() if d == digest)
-    return f"{repo.name}:{tags[0]}" if tags else f"{repo.name}@{digest}"
+def _image_tags(reach: Reach, repo: Repo) -> dict[str, str]:
+    """Manifest -> the first tag (by name) that reaches it, index children included.
+
+    A missing layer of a multi-arch child breaks the tagged image people pull, so findings
+    name that image rather than the child's bare digest.
+    """
+    out: dict[str, str] = {}
+    for tag, digest in sorted(repo.valid_tags.items()):
+        for mdigest in reach.manifests_of(digest):
+            out.setdefault(mdigest, tag)
+    return out
 
 
 def _broken_images(inv: Inventory, reach: Reach, repo: Repo) -> Iterable[Finding]:
     tags = repo.valid_tags
+    image_tags = _image_tags(reach, repo)
     for tag, digest in sorted(tags.items()):
         if digest not in inv.blobs:
             yield Finding(
@@ -91,11 +100,14 @@ def _broken_images(inv: Inventory, reach: Reach, repo: Repo) -> Iterable[Finding
                 path=L.revision_dir(repo.name, digest),
             )
             continue
-        yield from _missing_refs(inv, reach, repo, digest)
+        image_tag = image_tags.get(digest)
+        image = f"{repo.name}:{image_tag}" if image_tag else f"{repo.name}@{digest}"
+        yield from _missing_refs(inv, reach, repo, digest, image, image_tag)
 
 
-def _missing_refs(inv: Inventory, reach: Reach, repo: Repo, digest: str) -> Iterable[Finding]:
-    image = _image_name(repo, digest)
+def _missing_refs(
+    inv: Inventory, reach: Reach, repo: Repo, digest: str, image: str, tag: str | None
+) -> Iterable[Finding]:
     for mdigest in sorted(reach.manifests_of(digest)):
         man = inv.manifests.get(mdigest)
         if mdigest != digest and mdigest not in inv.blobs:
@@ -104,6 +116,7 @@ def _missing_refs(inv: Inventory, reach: Reach, repo: Repo, digest: str) -> Iter
                 f"image {image} is broken: child manifest "
                 f"{short(mdigest)} is missing; push the image again",
                 repository=repo.name,
+                tag=tag,
                 digest=mdigest,
             )
         if man is None or (mdigest != digest and mdigest in repo.revisions):
@@ -116,6 +129,7 @@ def _missing_refs(inv: Inventory, reach: Reach, repo: Repo, digest: str) -> Iter
                     f"image {image} is broken: blob {short(ref.digest)} "
                     f"({ref.media_type or 'layer'}) is missing; push the image again",
                     repository=repo.name,
+                    tag=tag,
                     digest=ref.digest,
                     path=L.blob_data(ref.digest),
                 )
@@ -126,6 +140,7 @@ def _missing_refs(inv: Inventory, reach: Reach, repo: Repo, digest: str) -> Iter
                     f"{short(ref.digest)} has {ref.size} bytes, the blob has {blob.size}; "
                     "pulls fail: push the image again",
                     repository=repo.name,
+                    tag=tag,
                     digest=ref.digest,
                     path=L.blob_data(ref.digest),
                     bytes=blob.size,

@@ -42,8 +42,12 @@ class Root:
         return self.label or str(self.storage_root)
 
 
+def _is_v2(path: Path) -> bool:
+    return path.name == "v2" and ((path / REPOSITORIES).is_dir() or (path / BLOBS).is_dir())
+
+
 def _find_below(path: Path, depth: int) -> Path | None:
-    """A storage root one or two levels below ``path``, for the error message."""
+    """A storage root or v2 directory one or two levels below ``path``, for the error message."""
     if depth == 0:
         return None
     try:
@@ -51,7 +55,9 @@ def _find_below(path: Path, depth: int) -> Path | None:
     except OSError:
         return None
     for child in children:
-        if (child.joinpath(*V2_PARTS)).is_dir():
+        if child.joinpath(*V2_PARTS).is_dir():
+            return child
+        if _is_v2(child):
             return child
     for child in children:
         found = _find_below(child, depth - 1)

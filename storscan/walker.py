@@ -145,7 +145,7 @@ class Walker:
                 path=rel,
                 bytes=st.size,
             )
-            return (expect or digest), st.mtime, False
+            return expect, st.mtime, False
         if expect is not None and digest != expect and L.split_digest(expect)[0] == L.CANONICAL_ALG:
             self.finding(
                 "link_mismatch",

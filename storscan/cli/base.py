@@ -1,7 +1,8 @@
-"""Command-line interface: thin wrappers over the library, one error handler, one exit-code map.
+"""What every command shares: the app, its options, locating the root, output, exit codes.
 
 Exit codes (every command): 0 done, 1 findings at or above --fail-on (or a partial failure),
-2 usage error or unreadable root, 3 cancelled by the user, 4 refused as unsafe.
+2 usage error or unreadable root, 3 cancelled by the user, 4 refused as unsafe. They are
+mapped in one place, the app's group, so every way of running it sees the same codes.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from storscan.errors import (
     EXIT_CANCELLED,
-    EXIT_FINDINGS,
     EXIT_USAGE,
     StorscanError,
     UsageError,
@@ -38,7 +39,45 @@ EPILOG = (
     "2 usage error or unreadable root, 3 cancelled, 4 refused as unsafe."
 )
 
+
+COMMAND_ORDER = (
+    "report",
+    "audit",
+    "scan",
+    "graph",
+    "prune",
+    "gc",
+    "restore",
+    "trash",
+    "break-lock",
+)
+
+
+class StorscanGroup(TyperGroup):
+    """Turns storscan's errors and the commands' integer results into exit codes."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        # Read-only commands first, then those that change the tree, as the README does.
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER else 99)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            result = super().invoke(ctx)
+        except StorscanError as exc:
+            log.debug("error", exc_info=True)
+            print(f"storscan: error: {exc}", file=sys.stderr)
+            raise typer.Exit(exc.exit_code) from exc
+        except KeyboardInterrupt as exc:
+            print("storscan: interrupted", file=sys.stderr)
+            raise typer.Exit(EXIT_CANCELLED) from exc
+        if isinstance(result, int) and result:
+            raise typer.Exit(result)
+        return result
+
+
 app = typer.Typer(
+    cls=StorscanGroup,
     name="storscan",
     help="Analyse, audit and prune the storage of a Docker/OCI (distribution v2) registry offline.",
     epilog=EPILOG,
@@ -82,19 +121,19 @@ ScopeOpt = Annotated[
 ]
 
 
-def _setup_logging(verbose: int) -> None:
+def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(
         level=level, format="storscan: %(levelname)s: %(message)s", stream=sys.stderr, force=True
     )
 
 
-def _jobs(jobs: int | None) -> int:
+def jobs_for(jobs: int | None) -> int:
     # Threads mostly wait on the filesystem, so more than the core count pays off.
     return jobs or min(16, 4 * (os.cpu_count() or 1))
 
 
-def _progress() -> Callable[[str], None] | None:
+def progress() -> Callable[[str], None] | None:
     if not sys.stderr.isatty():
         return None
 
@@ -105,7 +144,7 @@ def _progress() -> Callable[[str], None] | None:
     return show
 
 
-def _clear_progress() -> None:
+def clear_progress() -> None:
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
 
@@ -149,7 +188,7 @@ def write_output(text: str, output: Path | None, default_name: str) -> None:
     log.warning("report written to %s", target)
 
 
-def _scan(
+def scan_root(
     root: Path | None,
     config: Path | None,
     jobs: int | None,
@@ -159,12 +198,12 @@ def _scan(
     from storscan.scan import scan
 
     located = locate(root, config)
-    inv = scan(located, jobs=_jobs(jobs), deep=deep, complete=complete, progress=_progress())
-    _clear_progress()
+    inv = scan(located, jobs=jobs_for(jobs), deep=deep, complete=complete, progress=progress())
+    clear_progress()
     return inv
 
 
-def _warn_scan_findings(inv: Inventory) -> None:
+def warn_scan_findings(inv: Inventory) -> None:
     from storscan.findings import ERROR, at_least
 
     errors = at_least(inv.findings, ERROR)
@@ -176,120 +215,17 @@ def _warn_scan_findings(inv: Inventory) -> None:
         )
 
 
-@app.command()
-def report(
-    root: RootArg = None,
-    config: ConfigOpt = None,
-    scope: ScopeOpt = "all",
-    fmt: Annotated[
-        Literal["table", "json", "csv", "markdown"],
-        typer.Option("--format", "-f", help="Output format."),
-    ] = "table",
-    sort: Annotated[
-        Literal["total", "exclusive", "shared", "name"],
-        typer.Option(help="Order of repositories (largest first; name: alphabetical)."),
-    ] = "total",
-    top: Annotated[int | None, typer.Option(min=1, help="Only the first N repositories.")] = None,
-    output: OutputOpt = None,
-    jobs: JobsOpt = None,
-    now: NowOpt = None,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """Per-repository total / exclusive / shared bytes and a registry summary."""
-    _setup_logging(verbose)
-    from storscan.report import render
-    from storscan.usage import compute
-
-    inv = _scan(root, config, jobs, complete=False)
-    _warn_scan_findings(inv)
-    usage = compute(inv, scope)
-    ext = {"table": "txt", "json": "json", "csv": "csv", "markdown": "md"}[fmt]
-    write_output(render(usage, fmt, inv.root.name, sort, top), output, f"report-{scope}.{ext}")
-
-
-@app.command()
-def audit(
-    root: RootArg = None,
-    config: ConfigOpt = None,
-    fmt: Annotated[
-        Literal["table", "json"], typer.Option("--format", "-f", help="Output format.")
-    ] = "table",
-    fail_on: Annotated[
-        Literal["error", "warning", "never"],
-        typer.Option(help="Exit 1 when a finding is at least this severe."),
-    ] = "error",
-    verify: Annotated[bool, typer.Option(help="Also hash every blob (reads all data).")] = False,
-    upload_age: Annotated[
-        str, typer.Option(help="Uploads older than this are stale (as the registry purges).")
-    ] = "168h",
-    output: OutputOpt = None,
-    jobs: JobsOpt = None,
-    now: NowOpt = None,
-    verbose: VerboseOpt = 0,
-) -> int:
-    """Pre-GC audit: broken images, bad links, orphans, stale uploads, registry GC hazards."""
-    _setup_logging(verbose)
-    from storscan.audit import audit as run_audit
-    from storscan.findings import at_least
-    from storscan.report.findings import render_findings
-    from storscan.timeutil import parse_duration, parse_now
-
-    age = parse_duration(upload_age, "--upload-age")
-    reference = parse_now(now)
-    inv = _scan(root, config, jobs, deep=True)
-    result = run_audit(inv, now=reference, upload_age=age, verify=verify, jobs=_jobs(jobs))
-    text = render_findings(result, fmt, inv.root.name)
-    write_output(text, output, f"audit.{'json' if fmt == 'json' else 'txt'}")
-    if fail_on != "never" and at_least(result.findings, fail_on):
-        return EXIT_FINDINGS
-    return 0
-
-
-@app.command("scan")
-def scan_cmd(
-    root: RootArg = None,
-    config: ConfigOpt = None,
-    jobs: JobsOpt = None,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """Walk the tree once and print a short summary with how long the walk took."""
-    _setup_logging(verbose)
-    inv = _scan(root, config, jobs, complete=False)
-    tags = sum(len(r.valid_tags) for r in inv.repos.values())
-    revisions = sum(len(r.revisions) for r in inv.repos.values())
-    lines = [
-        f"root          {inv.root.name}",
-        f"repositories  {len(inv.repos)}",
-        f"tags          {tags}",
-        f"revisions     {revisions}",
-        f"manifests     {len(inv.manifests)} parsed",
-        f"blobs         {len(inv.blobs)} ({sum(b.size for b in inv.blobs.values())} bytes)",
-        f"entries       {inv.files_seen} listed",
-        f"findings      {len(inv.findings)} from the walk",
-        f"walk          {inv.elapsed:.3f} s with {_jobs(jobs)} jobs",
-    ]
-    write_output("\n".join(lines) + "\n", None, "")
-
-
-@app.command("graph")
-def graph_cmd(
-    root: RootArg = None,
-    config: ConfigOpt = None,
-    fmt: Annotated[
-        Literal["graphml", "json"], typer.Option("--format", "-f", help="Export format.")
-    ] = "graphml",
-    output: OutputOpt = None,
-    jobs: JobsOpt = None,
-    verbose: VerboseOpt = 0,
-) -> None:
-    """Export the graph of repositories, tags, revisions and blobs."""
-    _setup_logging(verbose)
-    from storscan.graph import build, to_graphml, to_json
-
-    inv = _scan(root, config, jobs)
-    rg = build(inv)
-    text = to_graphml(rg) if fmt == "graphml" else to_json(rg)
-    write_output(text, output, f"graph.{'graphml' if fmt == 'graphml' else 'json'}")
+GlobsOpt = list[str] | None
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for automation).")
+]
+GraceOpt = Annotated[
+    str,
+    typer.Option(
+        help="Refuse to sweep while an upload started, or an unreferenced blob was written, "
+        "this recently: the registry is then taking pushes."
+    ),
+]
 
 
 def main() -> NoReturn:
