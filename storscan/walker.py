@@ -23,6 +23,14 @@ from storscan.storage import DIR, FILE, SYMLINK, Entry, Storage
 MAX_MANIFEST_BYTES = 4 << 20  # the registry refuses larger manifests
 MAX_CONFIG_BYTES = 8 << 20
 MAX_SMALL_FILE = 4096
+# Which garbage-collect run stops on an unreadable link of each kind (2.8 reads tag links
+# only with --delete-untagged, and never reads layer links; 3.x reads layer links too).
+_WHO_ABORTS = {
+    "revision link": "the registry's GC aborts on it",
+    "tag link": "pulls of the tag fail and GC --delete-untagged aborts on it",
+    "tag index link": "the registry's GC --delete-untagged may abort on it",
+    "layer link": "registry 3.x's GC aborts on it (2.8 ignores it)",
+}
 
 
 @dataclass
@@ -137,7 +145,7 @@ class Walker:
                 digest = recovered
             self.finding(
                 f"link_{problem}",
-                f"{what} {rel} is {problem.replace('_', ' ')}; the registry's GC aborts on it: "
+                f"{what} {rel} is {problem.replace('_', ' ')}; {_WHO_ABORTS[what]}: "
                 f"rewrite it to hold the digest{' ' + expect if expect else ''} with no newline",
                 repository=repo,
                 tag=tag,

@@ -41,7 +41,7 @@ HAZARD_REPOS = ("tools", "library/busybox", "team/app/web", "scratch", "incoming
 
 @dataclass
 class Run:
-    """One finished ``python -m storscan`` process."""
+    """One finished storscan run, in a subprocess or in this process."""
 
     args: list[str]
     code: int
@@ -79,16 +79,17 @@ def storscan(*args: object, env: dict[str, str] | None = None, cwd: Path | None 
 
 
 def cli(*args: object) -> Run:
-    """Run the typer app in this process (CliRunner): fast, for runs whose exit code is 0.
+    """Run the typer app in this process (CliRunner): the same contract, without a new process.
 
-    The exit-code contract for failures is checked through ``storscan()``, the real entry point.
+    Registry overrides in this process's environment are hidden from the run, as in storscan().
     """
     from typer.testing import CliRunner
 
     from storscan.cli import app
 
     argv = [str(a) for a in args]
-    result = CliRunner().invoke(app, argv)
+    hidden: dict[str, str | None] = {k: None for k in os.environ if k.startswith("REGISTRY_")}
+    result = CliRunner().invoke(app, argv, env=hidden)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         stderr += "".join(traceback.format_exception(result.exception))
