@@ -103,6 +103,14 @@ def check_safe(
             "fix them first (storscan audit lists them) or pass --force"
         )
     for repo in inv.repos.values():
+        for tag, digest in sorted(repo.valid_tags.items()):
+            # No revision link: the mark does not reach it, yet a tag still names it.
+            if digest in inv.blobs and digest not in repo.revisions and not force:
+                raise RefusedError(
+                    f"{repo.name}:{tag} names {short(digest)}, which has no revision link, so "
+                    "collecting garbage would delete it: push the image again or remove the tag "
+                    f"(storscan prune --repo {repo.name} --tag {tag}), or pass --force"
+                )
         for up in repo.uploads:
             started = up.started or datetime.fromtimestamp(up.mtime, UTC)
             if now - started < grace:

@@ -7,6 +7,7 @@ warning; a lock from another host can only be broken by hand (``storscan break-l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -80,9 +81,11 @@ class Lock:
         self.storage_root = storage_root
         self.command = command
         self.info: LockInfo | None = None
+        self._made_state_dir = False
 
     def acquire(self) -> None:
         path = lock_path(self.storage_root)
+        self._made_state_dir = not path.parent.exists()
         path.parent.mkdir(exist_ok=True)
         for _attempt in range(2):
             info = LockInfo(
@@ -118,6 +121,10 @@ class Lock:
         holder = read_lock(self.storage_root)
         if holder is not None and (holder.host, holder.pid) == (self.info.host, self.info.pid):
             lock_path(self.storage_root).unlink(missing_ok=True)
+        if self._made_state_dir:
+            # A run that was refused or declined leaves no trace; a quarantine keeps it.
+            with contextlib.suppress(OSError):
+                lock_path(self.storage_root).parent.rmdir()
         self.info = None
 
     def __enter__(self) -> Lock:

@@ -198,3 +198,17 @@ def test_registry_cmd_failing_dry_run_is_refused(cli: Any, demo_root: Path, tmp_
     cmd = _fake_gc(tmp_path, ["failed to garbage collect: boom"], code=1)
     code, _, err = cli("gc", str(demo_root), "--registry-cmd", cmd, "--now", NOW)
     assert code == 4 and "failed with exit 1" in err
+
+
+def test_gc_refuses_when_a_tag_names_a_manifest_without_revision(
+    cli: Any, demo_root: Path, pushed: Pushed
+) -> None:
+    """foo:latest keeps its tag but loses its revision link: a sweep would take its image."""
+    digest = pushed["final_tags"]["foo"]["latest"]
+    link = v2_dir(demo_root) / "repositories/foo/_manifests/revisions/sha256"
+    (link / digest.split(":")[1] / "link").unlink()
+    before = tree_fingerprint(demo_root)
+    code, _, err = cli("gc", str(demo_root), "--apply", "--yes", "--now", NOW)
+    assert code == 4, err
+    assert "foo:latest" in err and "no revision link" in err
+    assert tree_fingerprint(demo_root) == before
