@@ -57,7 +57,9 @@ class Reach:
                 out.add(mdigest)
             man = self.inv.manifests.get(mdigest)
             if man is not None:
-                out.update(d.digest for d in man.blob_refs if d.digest in blobs)
+                if man.config is not None and man.config.digest in blobs:
+                    out.add(man.config.digest)
+                out.update(d.digest for d in man.layers if d.digest in blobs)
         result = frozenset(out)
         self._blobs[digest] = result
         return result

@@ -102,13 +102,26 @@ def latest_push(repo: Repo) -> float | None:
     return max(times) if times else None
 
 
-def _sizes(inv: Inventory, blobs: set[str]) -> int:
-    return sum(inv.blobs[b].size for b in blobs)
+def _total(sizes: dict[str, int], blobs: set[str]) -> int:
+    return sum(map(sizes.__getitem__, blobs))
+
+
+def _total_and_exclusive(
+    sizes: dict[str, int], blobs: set[str], owners: Counter[str]
+) -> tuple[int, int]:
+    total = exclusive = 0
+    for blob in blobs:
+        size = sizes[blob]
+        total += size
+        if owners[blob] == 1:
+            exclusive += size
+    return total, exclusive
 
 
 def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> Usage:
     """Compute every figure of the report for ``scope`` (``all`` or ``tagged``)."""
     reach = reach or Reach(inv)
+    sizes = {digest: blob.size for digest, blob in inv.blobs.items()}
     all_sets = {name: reach.all_set(repo) for name, repo in inv.repos.items()}
     kept = {name: reach.keep_from_tags(repo) for name, repo in inv.repos.items()}
     tagged_sets = {name: reach.blobs_of_many(kept[name]) for name in inv.repos}
@@ -120,8 +133,7 @@ def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> U
     rows = []
     for name, repo in inv.repos.items():
         blob_set = sets[name]
-        total = _sizes(inv, blob_set)
-        exclusive = sum(inv.blobs[b].size for b in blob_set if owners[b] == 1)
+        total, exclusive = _total_and_exclusive(sizes, blob_set, owners)
         rows.append(
             RepoUsage(
                 name=name,
@@ -143,19 +155,19 @@ def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> U
     union_all: set[str] = set().union(*all_sets.values()) if all_sets else set()
     union_tagged: set[str] = set().union(*tagged_sets.values()) if tagged_sets else set()
     union_scope = union_all if scope == "all" else union_tagged
-    unreferenced = {d: b.size for d, b in inv.blobs.items() if d not in union_all}
-    union_bytes = _sizes(inv, union_scope)
+    unreferenced = {d: size for d, size in sizes.items() if d not in union_all}
+    union_bytes = _total(sizes, union_scope)
     summary = Summary(
         repositories=len(rows),
         tags=sum(r.tags for r in rows),
         manifests=sum(r.manifests for r in rows),
         untagged_manifests=sum(r.untagged_manifests for r in rows),
         blobs=len(inv.blobs),
-        blob_bytes=sum(b.size for b in inv.blobs.values()),
-        referenced_bytes=_sizes(inv, union_all),
+        blob_bytes=sum(sizes.values()),
+        referenced_bytes=_total(sizes, union_all),
         unreferenced_blobs=len(unreferenced),
         unreferenced_bytes=sum(unreferenced.values()),
-        untagged_only_bytes=_sizes(inv, union_all - union_tagged),
+        untagged_only_bytes=_total(sizes, union_all - union_tagged),
         uploads=sum(r.uploads for r in rows),
         upload_bytes=sum(r.upload_bytes for r in rows),
         dedup_ratio=round(sum(r.total_bytes for r in rows) / union_bytes, 4)
