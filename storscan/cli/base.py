@@ -190,7 +190,7 @@ def write_output(text: str, output: Path | None, default_name: str) -> None:
         target.write_text(text)
     except OSError as exc:
         raise UsageError(f"{target}: cannot write the report ({exc.strerror})") from exc
-    log.warning("report written to %s", target)
+    log.info("report written to %s", target)
 
 
 def scan_root(

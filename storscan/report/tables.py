@@ -109,7 +109,6 @@ def _md_escape(value: object) -> str:
 
 
 def to_markdown(usage: Usage, rows: list[RepoUsage], root: str) -> str:
-    df = frame(rows)
     head = [
         "repository",
         "tags",
@@ -147,8 +146,8 @@ def to_markdown(usage: Usage, rows: list[RepoUsage], root: str) -> str:
     out = [f"# Registry storage report: `{root}`", "", f"Scope: `{usage.scope}`", ""]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join("---:" if c in right else "---" for c in cols) + "|")
-    for rec in df.to_dict("records"):
-        out.append("| " + " | ".join(_md_escape(rec[c]) for c in cols) + " |")
+    for row in rows:  # the dataclasses, not the frame: pandas turns a missing time into NaN
+        out.append("| " + " | ".join(_md_escape(getattr(row, c)) for c in cols) + " |")
     out += ["", "| summary | value |", "|---|---:|"]
     for key, value in vars(usage.summary).items():
         out.append(f"| {key} | {_md_escape(value)} |")
