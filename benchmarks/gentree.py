@@ -214,6 +214,7 @@ class Summary:
     first_push: str = ""
     newest_push: str = ""
     seconds: float = 0.0
+    in_place: bool = False  # seconds is then the time of an in-place check and update
     repositories: list[str] = field(default_factory=list)
     # repository -> tag -> "sha256:<hex>" that the tag's current/link holds
     tag_map: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -250,7 +251,8 @@ class Summary:
         )
         for name, elig in self.eligible.items():
             print(f"  {name}: {elig.gc_line()} ({elig.bytes:,} bytes)", file=out)
-        print(f"  written in {self.seconds:.1f} s", file=out)
+        done = "checked and updated in place" if self.in_place else "written"
+        print(f"  {done} in {self.seconds:.1f} s", file=out)
 
 
 def summary_path(dest: Path) -> Path:
@@ -783,7 +785,7 @@ def generate(
         [writer.shared_touch, *(p.shared_touch for p in parts)],
     )
 
-    summary = Summary(shape=shape, seed=seed, root=root)
+    summary = Summary(shape=shape, seed=seed, root=root, in_place=in_place)
     summary.repositories = [repo_name(i) for i in range(shape.repositories)]
     summary.files = writer.files + sum(p.files for p in parts)
     shared = set(writer.shared_made).union(*(p.shared_made for p in parts))

@@ -500,7 +500,8 @@ def render(
     ]
     for run in shape_runs:
         s = run.summary
-        gen = f"{s['seconds']:.0f} s" + ("" if run.generated else " (reused)")
+        gen = f"{s['seconds']:.0f} s" + (" in place" if s.get("in_place") else "")
+        gen += "" if run.generated else " (reused)"
         lines.append(
             f"| {run.shape.name} | {run.shape.repositories:,} | {s['files']:,} | {s['dirs']:,} | "
             f"{s['manifests']:,} | {s['blobs']:,} | {s['tags']:,} | "
