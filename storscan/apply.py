@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 from storscan import layout as L
 from storscan.errors import CancelledError, RefusedError, UsageError
+from storscan.lock import STATE_DIR, check_state_dir
 from storscan.plan import (
     INDEX,
     REPOSITORY,
@@ -42,7 +43,6 @@ from storscan.root import Root
 from storscan.scan import Inventory
 from storscan.usage import latest_push
 
-STATE_DIR = ".storscan"
 QUARANTINE = f"{STATE_DIR}/quarantine"
 JOURNAL = "journal.jsonl"
 RUN_INFO = "run.json"
@@ -198,6 +198,7 @@ def _fsync_dir(path: Path) -> None:
 
 def apply_plan(root: Root, plan: Plan, *, run_id: str, stop: StopFn = _never) -> ApplyResult:
     """Move every action's directory into the quarantine, journaling each move first."""
+    check_state_dir(root.storage_root)
     qdir = quarantine_dir(root, run_id)
     qdir.mkdir(parents=True)
     info = {"run_id": run_id, "time": _now_text(), "root": plan.root, "selection": plan.selection}
@@ -263,11 +264,17 @@ def read_journal(root: Root, run_id: str) -> list[dict[str, Any]]:
     return records
 
 
-def _inside(root: Root, rel: str) -> Path:
-    path = root.storage_root / rel
-    if rel.startswith("/") or ".." in Path(rel).parts:
-        raise RefusedError(f"journal path {rel!r} lies outside ROOT; restore it by hand")
-    return path
+def _inside(root: Root, rel: str, under: str) -> Path:
+    """``rel`` as a path below the storage root, refused unless it lies below ``under``."""
+    parts = Path(rel).parts
+    outside = not rel.startswith(under) if under else rel.startswith(STATE_DIR + "/")
+    if rel.startswith("/") or ".." in parts or outside:
+        raise RefusedError(
+            f"journal path {rel!r} does not lie under {under or 'the tree'}; the journal was "
+            "edited: "
+            "restore by hand"
+        )
+    return root.storage_root / rel
 
 
 @dataclass
@@ -282,7 +289,9 @@ def restore(root: Root, run_id: str, *, stop: StopFn = _never) -> RestoreResult:
     """Put a run's quarantined directories back; refuse before moving anything if one of
     their places is taken again (a tag pushed again since, for example)."""
     records = read_journal(root, run_id)
-    pairs = [(r, _inside(root, r["src"]), _inside(root, r["dst"])) for r in records]
+    v2 = root.v2_prefix
+    qdir_rel = f"{QUARANTINE}/{run_id}/"
+    pairs = [(r, _inside(root, r["src"], v2), _inside(root, r["dst"], qdir_rel)) for r in records]
     for _, src, dst in pairs:
         if os.path.lexists(src) and os.path.lexists(dst):
             raise RefusedError(

@@ -121,6 +121,7 @@ def _missing_refs(
             )
         if man is None or (mdigest != digest and mdigest in repo.revisions):
             continue  # a child that is itself a revision is checked on its own
+        sized = man.kind != SCHEMA1_KIND  # schema1 descriptors carry no size (-1)
         for ref in man.blob_refs:
             blob = inv.blobs.get(ref.digest)
             if blob is None and not ref.foreign:
@@ -133,7 +134,7 @@ def _missing_refs(
                     digest=ref.digest,
                     path=L.blob_data(ref.digest),
                 )
-            elif blob is not None and ref.size >= 0 and ref.size != blob.size:
+            elif blob is not None and ref.size != blob.size and (ref.size >= 0 or sized):
                 yield Finding(
                     "descriptor_size_mismatch",
                     f"image {image}: manifest says "

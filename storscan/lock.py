@@ -21,7 +21,8 @@ from storscan.errors import RefusedError
 
 log = logging.getLogger("storscan")
 
-LOCK_NAME = ".storscan/lock"
+STATE_DIR = ".storscan"
+LOCK_NAME = f"{STATE_DIR}/lock"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,23 @@ class LockInfo:
 
 def lock_path(storage_root: Path) -> Path:
     return storage_root / LOCK_NAME
+
+
+def check_state_dir(storage_root: Path) -> None:
+    """Refuse when ``.storscan`` (or what lies inside it) is not a plain directory.
+
+    A symbolic link there would send the lock and the quarantine out of the tree.
+    """
+    state = storage_root / STATE_DIR
+    for path in (state, state / "quarantine"):
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise RefusedError(
+                f"{path} is not a plain directory (a symbolic link or a file); storscan keeps "
+                "its lock and quarantines there: move it aside and run again"
+            )
+    lock = storage_root / LOCK_NAME
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        raise RefusedError(f"{lock} is not a regular file; move it aside and run again")
 
 
 def read_lock(storage_root: Path) -> LockInfo | None:
@@ -84,6 +102,7 @@ class Lock:
         self._made_state_dir = False
 
     def acquire(self) -> None:
+        check_state_dir(self.storage_root)
         path = lock_path(self.storage_root)
         self._made_state_dir = not path.parent.exists()
         path.parent.mkdir(exist_ok=True)
@@ -142,6 +161,7 @@ class Lock:
 
 def break_lock(storage_root: Path, *, force: bool = False) -> LockInfo | None:
     """Remove the lock; refuse when its holder is alive on this host unless ``force``."""
+    check_state_dir(storage_root)
     holder = read_lock(storage_root)
     if holder is None:
         return None

@@ -99,6 +99,8 @@ def parse_manifest(digest: str, body: bytes) -> Manifest:
         obj = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise ManifestError("JSON nested too deeply to be a manifest") from exc
     if not isinstance(obj, dict):
         raise ManifestError("not a JSON object")
     version = obj.get("schemaVersion")
@@ -146,7 +148,7 @@ def parse_created(body: bytes) -> str | None:
     """The ``created`` timestamp of an image config, if it has one."""
     try:
         obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     created = obj.get("created") if isinstance(obj, dict) else None
     return created if isinstance(created, str) else None

@@ -82,8 +82,7 @@ class Plan:
 
 def v2_prefix(inv: Inventory) -> str:
     """The v2 directory relative to the storage root, with a trailing ``/`` (or empty)."""
-    rel = inv.root.v2.relative_to(inv.root.storage_root).as_posix()
-    return "" if rel == "." else rel + "/"
+    return inv.root.v2_prefix
 
 
 def empty_revision_dirs(inv: Inventory) -> set[tuple[str, str]]:

@@ -98,7 +98,9 @@ class Reach:
         frontier: list[str] = []
         for name in sorted(names):
             digest = repo.tags[name].digest
-            if digest is not None and digest not in kept:
+            # A tag whose manifest has no revision link cannot be pulled and is not marked
+            # by any GC: it keeps nothing (the audit reports it), so tagged stays within all.
+            if digest is not None and digest not in kept and digest in repo.revisions:
                 kept[digest] = f"tag {name}"
                 frontier.append(digest)
         by_subject = self.referrers(repo)

@@ -37,6 +37,12 @@ class Root:
     label: str | None = None  # what the user named, when it differs (an archive)
 
     @property
+    def v2_prefix(self) -> str:
+        """The v2 directory relative to the storage root, with a trailing ``/`` (or empty)."""
+        rel = self.v2.relative_to(self.storage_root).as_posix()
+        return "" if rel == "." else rel + "/"
+
+    @property
     def name(self) -> str:
         """The root as the user named it, for reports and messages."""
         return self.label or str(self.storage_root)
@@ -117,7 +123,11 @@ def resolve_config(config_path: Path, environ: dict[str, str] | None = None) -> 
 
     env = os.environ if environ is None else environ
     try:
-        text = config_path.read_text()
+        text = config_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{config_path}: not UTF-8 text; is this the registry's config.yml?"
+        ) from exc
     except OSError as exc:
         raise UsageError(
             f"{config_path}: cannot read the registry config ({exc.strerror})"
@@ -130,9 +140,16 @@ def resolve_config(config_path: Path, environ: dict[str, str] | None = None) -> 
         raise UsageError(
             f"{config_path}: not valid YAML{where}; fix the file or pass ROOT"
         ) from exc
-    storage = _dig(config, "storage")
+    if not isinstance(config, dict):
+        raise UsageError(f"{config_path}: not a registry config (expected a mapping at the top)")
+    storage = config.get("storage") or {}
     if not isinstance(storage, dict):
-        storage = {}
+        raise UsageError(f"{config_path}: storage is not a mapping; fix the registry config")
+    configured = _dig(storage, "filesystem", "rootdirectory")
+    if configured is not None and not isinstance(configured, str):
+        raise UsageError(
+            f"{config_path}: storage.filesystem.rootdirectory is not a path ({configured!r})"
+        )
     drivers = [k for k in storage if k not in _NON_DRIVER_KEYS]
     if len(drivers) > 1:
         raise UsageError(f"{config_path}: storage names several drivers ({', '.join(drivers)})")
@@ -142,7 +159,7 @@ def resolve_config(config_path: Path, environ: dict[str, str] | None = None) -> 
             f"{config_path}: storage driver {driver!r} is not supported yet; storscan reads the "
             "filesystem driver only (copy or mount the tree and pass its path)"
         )
-    rootdir = env.get(ROOT_ENV) or _dig(storage, "filesystem", "rootdirectory")
+    rootdir = env.get(ROOT_ENV) or configured
     rootdir = str(rootdir) if rootdir else DEFAULT_ROOTDIRECTORY
     readonly = bool(_dig(storage, "maintenance", "readonly", "enabled"))
     located = resolve_root(Path(rootdir))
@@ -178,6 +195,6 @@ def opened(path: Path) -> Iterator[Path]:
         try:
             with tarfile.open(path) as tar:
                 tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, OSError) as exc:
+        except (tarfile.TarError, OSError, EOFError) as exc:
             raise NotARegistryError(f"{path}: cannot unpack the archive ({exc})") from exc
         yield Path(tmp)

@@ -7,6 +7,7 @@ implementation without touching the walk. Paths are relative to the ``v2`` direc
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -77,6 +78,19 @@ def _kind_of_mode(mode: int) -> str:
     return OTHER
 
 
+def _open_regular(path: str) -> int:
+    """Open a regular file for reading, or raise OSError.
+
+    O_NOFOLLOW: a symbolic link is never followed out of the tree. O_NONBLOCK: a FIFO in its
+    place cannot hang the walk; anything but a regular file is refused after the open.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
 class LocalStorage:
     """Storage on a local (or mounted network) filesystem."""
 
@@ -99,9 +113,8 @@ class LocalStorage:
             return None
 
     def read_small(self, rel: str, limit: int) -> bytes | None:
-        # O_NOFOLLOW: a link file that is a symbolic link is never followed out of the tree.
         try:
-            fd = os.open(self.path(rel), os.O_RDONLY | os.O_NOFOLLOW)
+            fd = _open_regular(self.path(rel))
         except FileNotFoundError:
             return None
         try:
@@ -126,7 +139,7 @@ class LocalStorage:
         return FileStat(st.st_size, st.st_mtime, _kind_of_mode(st.st_mode))
 
     def iter_chunks(self, rel: str, chunk: int = 1 << 20) -> Iterator[bytes]:
-        fd = os.open(self.path(rel), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = _open_regular(self.path(rel))
         with os.fdopen(fd, "rb") as fh:
             while block := fh.read(chunk):
                 yield block

@@ -24,7 +24,12 @@ def parse_duration(text: str, option: str = "duration") -> timedelta:
         raise UsageError(
             f"{option} {text!r} is not a duration; write e.g. 90s, 30m, 168h, 7d or 2w"
         )
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise UsageError(
+            f"{option} {text!r} is too long; write at most a few thousand days"
+        ) from exc
 
 
 def parse_now(text: str | None) -> datetime:

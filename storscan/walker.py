@@ -317,7 +317,10 @@ class Walker:
                 continue
             total, newest = self.tree_bytes(path, repo.name)
             started = None
-            raw = self.s.read_small(f"{path}/startedat", 256)
+            try:
+                raw = self.s.read_small(f"{path}/startedat", 256)
+            except OSError:
+                raw = None  # unreadable: the registry never purges it either
             if raw:
                 try:
                     started = datetime.fromisoformat(

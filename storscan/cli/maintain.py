@@ -30,7 +30,7 @@ from storscan.cli.base import (
     write_output,
 )
 from storscan.cli.console import confirm, lock_for, say, sizes
-from storscan.errors import UsageError
+from storscan.errors import EXIT_FINDINGS, UsageError
 
 if TYPE_CHECKING:
     from storscan.root import Root
@@ -121,7 +121,7 @@ def prune(
             now=reference,
         )
     acting = apply or saved is not None
-    located = locate(root, config)
+    located = locate(root, config, archive_ok=False)
     with lock_for(located, acting, "prune"):
         inv = scan(located, jobs=jobs_for(jobs), deep=gc, progress=progress())
         clear_progress()
@@ -233,7 +233,7 @@ def gc_cmd(
             raise UsageError(f"--registry-cmd {registry_cmd!r}: {exc}") from exc
         if not argv:
             raise UsageError("--registry-cmd is empty; give the registry's GC command")
-    located = locate(root, config)
+    located = locate(root, config, archive_ok=False)
     with lock_for(located, apply, "gc"):
         inv = scan(located, jobs=jobs_for(jobs), deep=True, progress=progress())
         clear_progress()
@@ -262,6 +262,7 @@ def _collect(
     from storscan.gc import (
         RESTART_THE_REGISTRY,
         STOP_THE_REGISTRY,
+        SweepPlan,
         check_safe,
         compare_with_registry,
         plan_sweep,
@@ -272,7 +273,6 @@ def _collect(
     from storscan.scan import scan
 
     plan = plan_sweep(inv, delete_untagged=delete_untagged, now=now)
-    check_safe(inv, plan, now=now, grace=grace, force=force)
     say(STOP_THE_REGISTRY)
     if fmt == "json":
         data = {
@@ -291,6 +291,8 @@ def _collect(
         out += f"eligible  {len(plan.blobs)} blobs, {sizes(plan.bytes)}; "
         out += f"{len(plan.layer_links)} dangling layer links\n"
         write_output(out, None, "")
+    # After the listing, so that a refused dry run still shows what it would delete.
+    check_safe(inv, plan, now=now, grace=grace, force=force)
     if argv is not None:
         verdict = run_registry_gc(argv, dry_run=True, delete_untagged=delete_untagged)
         compare_with_registry(inv, plan, verdict)
@@ -310,6 +312,15 @@ def _collect(
     with interruptible() as stop:
         if argv is not None:
             run_registry_gc(argv, dry_run=False, delete_untagged=delete_untagged)
+            # The registry leaves the layer links of what it swept; remove those it left
+            # dangling (only links whose blob is really gone now).
+            swept = scan(located, jobs=jobs_for(jobs))
+            links = tuple(
+                rel
+                for rel in plan.layer_links
+                if rel.split("/")[-2] == "sha256" and _link_target(rel) not in swept.blobs
+            )
+            sweep(located, SweepPlan((), links), stop=stop)
             failed: list[tuple[str, str]] = []
         else:
             if plan.untagged is not None and plan.untagged.actions:
@@ -347,7 +358,7 @@ def restore_cmd(
     from storscan.apply import interruptible, missing_blobs, read_journal, restore
     from storscan.scan import scan
 
-    located = locate(root, None)
+    located = locate(root, None, archive_ok=False)
     read_journal(located, run_id)  # an unknown run id is a usage error, before the lock
     with lock_for(located, True, "restore"), interruptible() as stop:
         result = restore(located, run_id, stop=stop)
@@ -360,7 +371,8 @@ def restore_cmd(
                 f"blob {digest} is already gone (swept by gc): {', '.join(images[:3])} cannot "
                 "be pulled; push it again"
             )
-    return 0
+    # Restored, but not whole: some images cannot be pulled (exit 1, a partial failure).
+    return EXIT_FINDINGS if gone else 0
 
 
 @app.command("trash")
@@ -387,7 +399,7 @@ def trash_cmd(
     age = parse_age(purge_older_than, "--purge-older-than") if purge_older_than else None
     if apply and age is None:
         raise UsageError("--apply purges what --purge-older-than selects; give it (e.g. 7d)")
-    located = locate(root, config)
+    located = locate(root, config, archive_ok=False)
     with lock_for(located, apply, "trash"):
         runs = list_quarantines(located)
         old = [q for q in runs if age is not None and (q.time is None or reference - q.time > age)]
@@ -432,7 +444,13 @@ def break_lock_cmd(
     setup_logging(verbose)
     from storscan.lock import break_lock
 
-    located = locate(root, config)
+    located = locate(root, config, archive_ok=False)
     holder = break_lock(located.storage_root, force=force)
     say(f"removed the lock of {holder.describe()}" if holder else "the storage root is not locked")
     return 0
+
+
+def _link_target(rel: str) -> str:
+    """``repositories/<name>/_layers/<alg>/<hex>`` -> ``<alg>:<hex>``."""
+    parts = rel.split("/")
+    return f"{parts[-2]}:{parts[-1]}"

@@ -1,0 +1,191 @@
+"""Odd input found by trying to break storscan: each case ends in a clear exit code, never a
+traceback, a hang, or a change outside the tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clirun import run_cli
+from tests.support.tree import DEMO_ARCHIVE, tree_fingerprint, v2_dir
+
+NOW = "2030-01-01T00:00:00Z"
+Pushed = dict[str, Any]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    def run(*args: str) -> tuple[int, str, str]:
+        return run_cli(capsys, monkeypatch, *[str(a) for a in args])
+
+    return run
+
+
+def _digest_of(pushed: Pushed, repo: str, tag: str) -> str:
+    return str(pushed["final_tags"][repo][tag])
+
+
+def _blob(root: Path, digest: str) -> Path:
+    hexpart = digest.split(":")[1]
+    return v2_dir(root) / "blobs/sha256" / hexpart[:2] / hexpart / "data"
+
+
+def test_a_fifo_as_startedat_does_not_hang_the_walk(cli: Any, demo_root: Path) -> None:
+    uploads = v2_dir(demo_root) / "repositories/team/app/api/_uploads"
+    [upload] = [p for p in uploads.iterdir() if p.is_dir()]
+    (upload / "startedat").unlink()
+    os.mkfifo(upload / "startedat")
+    code, out, err = cli("audit", demo_root, "-f", "json", "--fail-on", "never", "--now", NOW)
+    assert code == 0, err
+    codes = {(f["code"], f["path"]) for f in json.loads(out)["findings"]}
+    rel = upload.relative_to(v2_dir(demo_root)).as_posix()
+    assert ("upload_no_startedat", rel) in codes
+
+
+def test_deeply_nested_json_is_an_unparsable_manifest(
+    cli: Any, demo_root: Path, pushed: Pushed
+) -> None:
+    """A manifest of 100,000 nested arrays, stored at its own digest and linked as a revision."""
+    import hashlib
+
+    body = b"[" * 100_000 + b"]" * 100_000
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    blob = _blob(demo_root, digest)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(body)
+    rev = v2_dir(demo_root) / "repositories/foo/_manifests/revisions/sha256" / digest[7:]
+    rev.mkdir(parents=True)
+    (rev / "link").write_bytes(digest.encode())
+    code, out, err = cli("audit", demo_root, "-f", "json", "--now", NOW)
+    assert code == 1, err
+    assert {"manifest_unparsable"} <= {f["code"] for f in json.loads(out)["findings"]}
+
+
+def test_a_negative_descriptor_size_is_a_mismatch(
+    cli: Any, demo_root: Path, pushed: Pushed
+) -> None:
+    """foo gets a new revision whose layer descriptor says -4096 bytes for the 4096-byte base."""
+    import hashlib
+
+    old = json.loads(_blob(demo_root, _digest_of(pushed, "foo", "latest")).read_bytes())
+    base = next(layer for layer in old["layers"] if layer["size"] == 4096)
+    base["size"] = -4096
+    body = json.dumps(old).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    blob = _blob(demo_root, digest)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(body)
+    rev = v2_dir(demo_root) / "repositories/foo/_manifests/revisions/sha256" / digest[7:]
+    rev.mkdir(parents=True)
+    (rev / "link").write_bytes(digest.encode())
+    code, out, err = cli("audit", demo_root, "-f", "json", "--now", NOW)
+    assert code == 1, err
+    hits = [f for f in json.loads(out)["findings"] if f["code"] == "descriptor_size_mismatch"]
+    assert [(f["digest"], f["bytes"]) for f in hits] == [(base["digest"], 4096)]
+
+
+@pytest.mark.parametrize("command", [["prune", "--untagged"], ["gc"], ["trash"], ["break-lock"]])
+def test_commands_that_change_the_tree_refuse_an_archive(cli: Any, command: list[str]) -> None:
+    code, out, err = cli(command[0], DEMO_ARCHIVE, *command[1:])
+    assert code == 2, err
+    assert out == "" and "archive" in err and "unpack it first" in err
+
+
+def test_a_truncated_archive_is_unreadable(cli: Any, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(DEMO_ARCHIVE.read_bytes()[:20000])
+    code, _, err = cli("report", cut)
+    assert code == 2, err
+    assert "cannot unpack the archive" in err
+
+
+@pytest.mark.parametrize("where", [".storscan", ".storscan/quarantine"])
+def test_a_symlinked_state_dir_is_refused(
+    cli: Any, demo_root: Path, tmp_path: Path, where: str
+) -> None:
+    """A symbolic link there would send the lock and the quarantine out of the tree."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = demo_root / where
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(outside)
+    before = tree_fingerprint(demo_root / "docker")
+    code, _, err = cli("prune", demo_root, "--untagged", "--apply", "--yes")
+    assert code == 4, err
+    assert "not a plain directory" in err
+    assert list(outside.iterdir()) == []
+    assert tree_fingerprint(demo_root / "docker") == before
+
+
+def test_restore_refuses_a_journal_pointing_outside_its_quarantine(
+    cli: Any, demo_root: Path
+) -> None:
+    """An edited journal names a live blob as the thing to put back: refused, nothing moved."""
+    code, _, err = cli(
+        "prune", demo_root, "--repo", "team/app/api", "--untagged", "--apply", "--yes"
+    )
+    assert code == 0, err
+    [qdir] = (demo_root / ".storscan/quarantine").iterdir()
+    journal = qdir / "journal.jsonl"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    blob = next((v2_dir(demo_root) / "blobs/sha256").glob("*/*"))
+    records[0]["dst"] = blob.relative_to(demo_root).as_posix()
+    journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = tree_fingerprint(demo_root / "docker")
+    code, _, err = cli("restore", demo_root, qdir.name)
+    assert code == 4, err
+    assert "does not lie under" in err
+    assert tree_fingerprint(demo_root / "docker") == before
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("- a\n- b\n", "expected a mapping"),
+        ("storage: 5\n", "storage is not a mapping"),
+        ("storage:\n  filesystem:\n    rootdirectory: 12\n", "is not a path"),
+    ],
+)
+def test_a_malformed_config_is_refused_not_defaulted(
+    cli: Any, tmp_path: Path, text: str, needle: str
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(text)
+    code, out, err = cli("report", "--config", config)
+    assert code == 2, err
+    assert out == "" and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_config_that_is_not_text(cli: Any, tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_bytes(b"\xff\xfe\x00garbage")
+    code, _, err = cli("report", "--config", config)
+    assert code == 2, err
+    assert "not UTF-8" in err
+
+
+@pytest.mark.parametrize("option", ["--older-than", "--uploads-older-than", "--grace"])
+def test_an_enormous_duration_is_a_usage_error(cli: Any, demo_root: Path, option: str) -> None:
+    code, _, err = cli("prune", demo_root, "--repo", "foo", option, "99999999999999d")
+    assert code == 2, err
+    assert "too long" in err
+
+
+def test_a_tag_without_revision_keeps_nothing_in_either_scope(
+    cli: Any, demo_root: Path, pushed: Pushed
+) -> None:
+    """alpine's revision link is gone while both tags remain: the tagged scope stays within
+    all (both 0 bytes for alpine), since no GC marks a manifest without a revision."""
+    digest = _digest_of(pushed, "library/alpine", "latest")
+    revs = v2_dir(demo_root) / "repositories/library/alpine/_manifests/revisions/sha256"
+    shutil.rmtree(revs / digest[7:])
+    for scope in ("all", "tagged"):
+        code, out, err = cli("report", demo_root, "-f", "json", "--scope", scope)
+        assert code == 0, err
+        [row] = [r for r in json.loads(out)["repositories"] if r["name"] == "library/alpine"]
+        assert (row["tags"], row["total_bytes"]) == (2, 0), scope
