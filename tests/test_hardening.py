@@ -189,3 +189,16 @@ def test_a_tag_without_revision_keeps_nothing_in_either_scope(
         assert code == 0, err
         [row] = [r for r in json.loads(out)["repositories"] if r["name"] == "library/alpine"]
         assert (row["tags"], row["total_bytes"]) == (2, 0), scope
+
+
+def test_names_with_control_characters_reach_no_terminal_raw(cli: Any, demo_root: Path) -> None:
+    """A repository directory named with an escape sequence and a byte that is not UTF-8."""
+    src = v2_dir(demo_root) / "repositories/foo/bar"
+    evil = os.fsencode(v2_dir(demo_root) / "repositories") + b"/evil\x1b]0;PWN\x07\xff"
+    shutil.copytree(src, os.fsdecode(evil))
+    for command in (["report"], ["audit", "--fail-on", "never"], ["prune", "--untagged"]):
+        code, out, err = cli(command[0], demo_root, *command[1:], "--now", NOW)
+        assert code == 0, err
+        assert "\x1b" not in out + err and "\x07" not in out + err
+    code, out, _ = cli("report", demo_root)
+    assert "evil\\x1b]0;PWN\\x07\\xff" in out

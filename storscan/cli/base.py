@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from storscan.cli.console import printable
 from storscan.errors import (
     EXIT_CANCELLED,
     EXIT_USAGE,
@@ -66,7 +67,7 @@ class StorscanGroup(TyperGroup):
             result = super().invoke(ctx)
         except StorscanError as exc:
             log.debug("error", exc_info=True)
-            print(f"storscan: error: {exc}", file=sys.stderr)
+            print(f"storscan: error: {printable(str(exc))}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from exc
         except KeyboardInterrupt as exc:
             print("storscan: interrupted", file=sys.stderr)
@@ -181,13 +182,19 @@ def locate(root: Path | None, config: Path | None, *, archive_ok: bool = True) -
 
 def write_output(text: str, output: Path | None, default_name: str) -> None:
     """The report goes to stdout, or to --output (a file, or a directory to put it in)."""
+    text = printable(text)
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if sys.stdout is None:
+            raise UsageError("stdout is closed; give --output FILE")
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to stdout ({exc.strerror})") from exc
         return
     target = output / default_name if output.is_dir() else output
     try:
-        target.write_text(text)
+        target.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"{target}: cannot write the report ({exc.strerror})") from exc
     log.info("report written to %s", target)
@@ -240,7 +247,7 @@ def main() -> NoReturn:
             result = app(standalone_mode=False)
     except StorscanError as exc:
         logging.getLogger("storscan").debug("error", exc_info=True)
-        print(f"storscan: error: {exc}", file=sys.stderr)
+        print(f"storscan: error: {printable(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Abort:
         print("storscan: cancelled", file=sys.stderr)

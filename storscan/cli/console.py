@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
@@ -12,9 +13,24 @@ if TYPE_CHECKING:
     from storscan.root import Root
 
 
+# Control characters (but newline and tab) and undecodable bytes of file names.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # os.scandir hands undecodable bytes over as surrogates U+DC80..U+DCFF (surrogateescape).
+    return f"\\x{code - 0xDC00 if 0xDC80 <= code <= 0xDCFF else code:02x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: names from the tree can hold escape sequences."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
 def say(message: str) -> None:
     """A line for the person at the terminal (stderr: stdout carries only the report)."""
-    print(f"storscan: {message}", file=sys.stderr, flush=True)
+    print(f"storscan: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _stdin_is_terminal() -> bool:
