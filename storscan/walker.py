@@ -23,6 +23,11 @@ from storscan.storage import DIR, FILE, SYMLINK, Entry, Storage
 MAX_MANIFEST_BYTES = 4 << 20  # the registry refuses larger manifests
 MAX_CONFIG_BYTES = 8 << 20
 MAX_SMALL_FILE = 4096
+_PROBLEM_TEXT = {
+    "empty": "is empty",
+    "malformed": "does not hold a digest",
+    "trailing_newline": "ends with a newline",
+}
 # Which garbage-collect run stops on an unreadable link of each kind (2.8 reads tag links
 # only with --delete-untagged, and never reads layer links; 3.x reads layer links too).
 _WHO_ABORTS = {
@@ -145,7 +150,7 @@ class Walker:
                 digest = recovered
             self.finding(
                 f"link_{problem}",
-                f"{what} {rel} is {problem.replace('_', ' ')}; {_WHO_ABORTS[what]}: "
+                f"{what} {rel} {_PROBLEM_TEXT[problem]}; {_WHO_ABORTS[what]}: "
                 f"rewrite it to hold the digest{' ' + expect if expect else ''} with no newline",
                 repository=repo,
                 tag=tag,

@@ -145,11 +145,13 @@ def prune(
             if not gc:
                 return 0
         else:
-            counts = ", ".join(f"{plan.count(k)} {k}" for k in ("tag", "revision", "repository"))
+            from storscan.plan import KIND_ORDER
+
+            counts = ", ".join(f"{plan.count(k)} {k}" for k in KIND_ORDER)
             lines = [
                 "storscan prune: about to move into quarantine",
                 f"root      {located.storage_root}",
-                f"removes   {counts}, {plan.count('upload')} upload, {plan.count('index')} index",
+                f"removes   {counts}",
                 f"then GC   frees {sizes(plan.bytes_to_free)}",
             ]
             if gc:
