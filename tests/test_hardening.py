@@ -202,3 +202,20 @@ def test_names_with_control_characters_reach_no_terminal_raw(cli: Any, demo_root
         assert "\x1b" not in out + err and "\x07" not in out + err
     code, out, _ = cli("report", demo_root)
     assert "evil\\x1b]0;PWN\\x07\\xff" in out
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_report_states_the_configs_read_only_mode(
+    cli: Any, demo_root: Path, tmp_path: Path, enabled: bool
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {demo_root}\n"
+        f"  maintenance:\n    readonly:\n      enabled: {str(enabled).lower()}\n"
+    )
+    code, out, err = cli("report", "--config", config, "-f", "json")
+    assert code == 0, err
+    assert json.loads(out)["registry_readonly"] is enabled
+    code, out, err = cli("report", demo_root, "-f", "json")
+    assert "registry_readonly" not in json.loads(out)

@@ -52,7 +52,8 @@ def report(
     warn_scan_findings(inv)
     usage = compute(inv, scope)
     ext = {"table": "txt", "json": "json", "csv": "csv", "markdown": "md"}[fmt]
-    write_output(render(usage, fmt, inv.root.name, sort, top), output, f"report-{scope}.{ext}")
+    text = render(usage, fmt, inv.root.name, sort, top, inv.root.readonly)
+    write_output(text, output, f"report-{scope}.{ext}")
 
 
 @app.command()

@@ -36,26 +36,42 @@ def ordered(usage: Usage, sort: str, top: int | None) -> list[RepoUsage]:
     return rows[:top] if top is not None else rows
 
 
-def as_dict(usage: Usage, root: str, sort: str = "total", top: int | None = None) -> dict[str, Any]:
+def as_dict(
+    usage: Usage,
+    root: str,
+    sort: str = "total",
+    top: int | None = None,
+    readonly: bool | None = None,
+) -> dict[str, Any]:
     """The JSON document (``schema_version`` 1); scripts depend on these names."""
     repos = []
     for row in ordered(usage, sort, top):
         item = {k: getattr(row, k) for k in REPO_FIELDS}
         item["markers"] = list(row.markers)
         repos.append(item)
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "root": root,
         "scope": usage.scope,
         "summary": asdict(usage.summary),
         "repositories": repos,
     }
+    if readonly is not None:  # known only from --config: storage.maintenance.readonly
+        doc["registry_readonly"] = readonly
+    return doc
 
 
-def render(usage: Usage, fmt: str, root: str, sort: str = "total", top: int | None = None) -> str:
+def render(
+    usage: Usage,
+    fmt: str,
+    root: str,
+    sort: str = "total",
+    top: int | None = None,
+    readonly: bool | None = None,
+) -> str:
     """The report in format ``fmt`` as text ending with a newline."""
     if fmt == "json":
-        return json.dumps(as_dict(usage, root, sort, top), indent=2) + "\n"
+        return json.dumps(as_dict(usage, root, sort, top, readonly), indent=2) + "\n"
     from storscan.report import tables
 
     rows = ordered(usage, sort, top)
@@ -63,4 +79,4 @@ def render(usage: Usage, fmt: str, root: str, sort: str = "total", top: int | No
         return tables.to_csv(rows)
     if fmt == "markdown":
         return tables.to_markdown(usage, rows, root)
-    return tables.to_table(usage, rows, root)
+    return tables.to_table(usage, rows, root, readonly)

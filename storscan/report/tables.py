@@ -87,9 +87,10 @@ def _aligned(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def to_table(usage: Usage, rows: list[RepoUsage], root: str) -> str:
+def to_table(usage: Usage, rows: list[RepoUsage], root: str, readonly: bool | None = None) -> str:
     df = frame(rows)
-    out = [f"storscan report: {root} (scope: {usage.scope})", ""]
+    mode = "" if readonly is None else f", registry read-only: {'yes' if readonly else 'no'}"
+    out = [f"storscan report: {root} (scope: {usage.scope}{mode})", ""]
     if df.empty:
         out.append("no repositories")
     else:
