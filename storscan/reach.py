@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from storscan.scan import Inventory, Repo
+from storscan.inventory import Inventory, Repo
+from storscan.manifest import IMAGE_CONFIG_TYPES
 
 
 def short(digest: str) -> str:
@@ -63,6 +64,25 @@ class Reach:
         result = frozenset(out)
         self._blobs[digest] = result
         return result
+
+    def image_configs(self, digest: str) -> list[str]:
+        """Present image config blobs of a manifest and of its index children."""
+        out = []
+        for mdigest in sorted(self.manifests_of(digest)):
+            man = self.inv.manifests.get(mdigest)
+            config = man.config if man is not None else None
+            if (
+                config
+                and config.media_type in IMAGE_CONFIG_TYPES
+                and config.digest in self.inv.blobs
+            ):
+                out.append(config.digest)
+        return out
+
+    def newest_image(self, repo: Repo) -> str | None:
+        """The most recently pushed revision that is an image (artifacts such as SBOMs aside)."""
+        order = sorted(repo.revisions, key=lambda d: (repo.revisions[d], d), reverse=True)
+        return next((d for d in order if self.image_configs(d)), None)
 
     def blobs_of_many(self, digests: Iterable[str]) -> set[str]:
         out: set[str] = set()

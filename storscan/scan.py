@@ -21,7 +21,8 @@ from typing import TypeVar
 from storscan import layout as L
 from storscan.findings import Finding
 from storscan.inventory import Blob, Inventory, Repo, Tag, Upload
-from storscan.manifest import IMAGE_CONFIG_TYPES, Manifest
+from storscan.manifest import Manifest
+from storscan.reach import Reach
 from storscan.root import Root
 from storscan.storage import DIR, LocalStorage
 from storscan.walker import Walker, WalkPart, blob_prefixes, read_created, read_manifest
@@ -33,7 +34,7 @@ ProgressFn = Callable[[str], None]
 T = TypeVar("T")
 R = TypeVar("R")
 Task = tuple[str, str]  # ("", top-level repository directory) or (alg, blob prefix)
-Parsed = tuple[str, Manifest | None, Finding | None, str | None, str | None]
+Parsed = tuple[str, Manifest | None, Finding | None]
 
 
 def _threaded(fn: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
@@ -61,17 +62,19 @@ def _walk_tasks(
 
 
 def _parse_batch(v2: str, threads: int, items: list[tuple[str, int]]) -> list[Parsed]:
-    """Read and parse a share of the manifests, and their image configs' ``created``."""
+    """Read and parse a share of the manifests (runs in a worker process)."""
     storage = LocalStorage(v2)
 
     def parse(item: tuple[str, int]) -> Parsed:
-        man, finding = read_manifest(storage, *item)
-        config = man.config if man is not None else None
-        if config is None or config.media_type not in IMAGE_CONFIG_TYPES:
-            return item[0], man, finding, None, None
-        return item[0], man, finding, config.digest, read_created(storage, config.digest)
+        return (item[0], *read_manifest(storage, *item))
 
     return _threaded(parse, items, threads)
+
+
+def _created_batch(v2: str, threads: int, digests: list[str]) -> list[tuple[str, str | None]]:
+    """The ``created`` time of a share of image configs."""
+    storage = LocalStorage(v2)
+    return _threaded(lambda d: (d, read_created(storage, d)), digests, threads)
 
 
 def _shares(items: Sequence[T], count: int) -> list[list[T]]:
@@ -128,17 +131,31 @@ def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, roots: set[str]
         seen |= pending
         batch = [(d, inv.blobs[d].size) for d in sorted(pending)]
         pending = set()
-        for digest, man, finding, config, created in workers.run(
-            partial(_parse_batch, v2, workers.threads), batch
-        ):
+        for digest, man, finding in workers.run(partial(_parse_batch, v2, workers.threads), batch):
             if finding is not None:
                 inv.findings.append(finding)
             if man is not None:
                 inv.manifests[digest] = man
                 pending.update(c.digest for c in man.children if c.digest in inv.blobs)
-            if config is not None and created:
-                inv.created[config] = created
         pending -= seen
+
+
+def _read_created(workers: _Workers, v2: str, inv: Inventory) -> None:
+    """``created`` of the image configs of each repository's most recently pushed image.
+
+    One image per repository rather than every config: on a cold cache each config read is
+    a random read, and these are as many as the manifests themselves.
+    """
+    reach = Reach(inv)
+    wanted: set[str] = set()
+    for repo in inv.repos.values():
+        newest = reach.newest_image(repo)
+        wanted.update(reach.image_configs(newest) if newest else ())
+    for digest, created in workers.run(
+        partial(_created_batch, v2, workers.threads), sorted(wanted)
+    ):
+        if created:
+            inv.created[digest] = created
 
 
 def scan(
@@ -198,6 +215,7 @@ def scan(
         if progress is not None:
             progress(f"reading {len(roots)} manifests")
         _parse_manifests(workers, v2, inv, roots)
+        _read_created(workers, v2, inv)
     finally:
         workers.close()
     inv.elapsed = time.perf_counter() - started

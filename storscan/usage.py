@@ -79,19 +79,14 @@ def _parse_time(text: str) -> datetime | None:
 
 
 def newest_created(inv: Inventory, reach: Reach, repo: Repo) -> str | None:
-    """The newest image config ``created`` among the images of ``repo``."""
+    """``created`` of the most recently pushed image of ``repo`` (the newest of its platforms)."""
     best: tuple[datetime, str] | None = None
-    manifests: set[str] = set()
-    for digest in repo.revisions:
-        manifests |= reach.manifests_of(digest)
-    for digest in manifests:
-        man = inv.manifests.get(digest)
-        if man is None or man.config is None:
-            continue
-        created = inv.created.get(man.config.digest)
+    newest = reach.newest_image(repo)
+    for config in reach.image_configs(newest) if newest else ():
+        created = inv.created.get(config)
         parsed = _parse_time(created) if created else None
-        if parsed is not None and (best is None or parsed > best[0]):
-            best = (parsed, created)  # type: ignore[assignment]
+        if parsed is not None and created is not None and (best is None or parsed > best[0]):
+            best = (parsed, created)
     return best[1] if best else None
 
 

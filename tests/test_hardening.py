@@ -219,3 +219,54 @@ def test_the_report_states_the_configs_read_only_mode(
     assert json.loads(out)["registry_readonly"] is enabled
     code, out, err = cli("report", demo_root, "-f", "json")
     assert "registry_readonly" not in json.loads(out)
+
+
+def test_newest_created_is_that_of_the_most_recently_pushed_image(
+    cli: Any, demo_root: Path, pushed: Pushed
+) -> None:
+    """foo gets a second image built 2025-06-01. Pushed before foo:latest (its revision link
+    is older) it does not count; pushed after, it does. Artifacts never count."""
+    import hashlib
+
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "2025-06-01T00:00:00Z",
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    ).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [],
+        }
+    ).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    for body, dg in ((config, config_digest), (manifest, digest)):
+        _blob(demo_root, dg).parent.mkdir(parents=True)
+        _blob(demo_root, dg).write_bytes(body)
+    revs = v2_dir(demo_root) / "repositories/foo/_manifests/revisions/sha256"
+    (revs / digest[7:]).mkdir()
+    link = revs / digest[7:] / "link"
+    link.write_bytes(digest.encode())
+    current = revs / _digest_of(pushed, "foo", "latest")[7:] / "link"
+
+    def foo_created() -> str:
+        code, out, err = cli("report", demo_root, "-f", "json")
+        assert code == 0, err
+        [row] = [r for r in json.loads(out)["repositories"] if r["name"] == "foo"]
+        return str(row["newest_created"])
+
+    old = current.stat().st_mtime
+    os.utime(link, (old - 60, old - 60))
+    assert foo_created() == "2024-01-01T00:00:00Z"
+    os.utime(link, (old + 60, old + 60))
+    assert foo_created() == "2025-06-01T00:00:00Z"
