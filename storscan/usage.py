@@ -13,6 +13,21 @@ from storscan.reach import Reach
 from storscan.scan import Inventory, Repo
 
 SCOPES = ("all", "tagged")
+# A repository's fields in JSON, CSV and Markdown (scripts depend on these names).
+REPO_FIELDS = (
+    "name",
+    "tags",
+    "manifests",
+    "untagged_manifests",
+    "total_bytes",
+    "exclusive_bytes",
+    "shared_bytes",
+    "blobs",
+    "uploads",
+    "upload_bytes",
+    "newest_created",
+    "latest_push",
+)
 SCHEMA_VERSION = 1
 
 

@@ -3,6 +3,7 @@ traceback, a hang, or a change outside the tree."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +36,18 @@ def _blob(root: Path, digest: str) -> Path:
     return v2_dir(root) / "blobs/sha256" / hexpart[:2] / hexpart / "data"
 
 
+def _store_revision(root: Path, repo: str, body: bytes) -> str:
+    """Store ``body`` as a blob at its digest and link it as a revision of ``repo``."""
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    blob = _blob(root, digest)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(body)
+    rev = v2_dir(root) / f"repositories/{repo}/_manifests/revisions/sha256" / digest[7:]
+    rev.mkdir(parents=True)
+    (rev / "link").write_bytes(digest.encode())
+    return digest
+
+
 def test_a_fifo_as_startedat_does_not_hang_the_walk(cli: Any, demo_root: Path) -> None:
     uploads = v2_dir(demo_root) / "repositories/team/app/api/_uploads"
     [upload] = [p for p in uploads.iterdir() if p.is_dir()]
@@ -51,16 +64,7 @@ def test_deeply_nested_json_is_an_unparsable_manifest(
     cli: Any, demo_root: Path, pushed: Pushed
 ) -> None:
     """A manifest of 100,000 nested arrays, stored at its own digest and linked as a revision."""
-    import hashlib
-
-    body = b"[" * 100_000 + b"]" * 100_000
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    blob = _blob(demo_root, digest)
-    blob.parent.mkdir(parents=True)
-    blob.write_bytes(body)
-    rev = v2_dir(demo_root) / "repositories/foo/_manifests/revisions/sha256" / digest[7:]
-    rev.mkdir(parents=True)
-    (rev / "link").write_bytes(digest.encode())
+    _store_revision(demo_root, "foo", b"[" * 100_000 + b"]" * 100_000)
     code, out, err = cli("audit", demo_root, "-f", "json", "--now", NOW)
     assert code == 1, err
     assert {"manifest_unparsable"} <= {f["code"] for f in json.loads(out)["findings"]}
@@ -70,19 +74,10 @@ def test_a_negative_descriptor_size_is_a_mismatch(
     cli: Any, demo_root: Path, pushed: Pushed
 ) -> None:
     """foo gets a new revision whose layer descriptor says -4096 bytes for the 4096-byte base."""
-    import hashlib
-
     old = json.loads(_blob(demo_root, _digest_of(pushed, "foo", "latest")).read_bytes())
     base = next(layer for layer in old["layers"] if layer["size"] == 4096)
     base["size"] = -4096
-    body = json.dumps(old).encode()
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    blob = _blob(demo_root, digest)
-    blob.parent.mkdir(parents=True)
-    blob.write_bytes(body)
-    rev = v2_dir(demo_root) / "repositories/foo/_manifests/revisions/sha256" / digest[7:]
-    rev.mkdir(parents=True)
-    (rev / "link").write_bytes(digest.encode())
+    _store_revision(demo_root, "foo", json.dumps(old).encode())
     code, out, err = cli("audit", demo_root, "-f", "json", "--now", NOW)
     assert code == 1, err
     hits = [f for f in json.loads(out)["findings"] if f["code"] == "descriptor_size_mismatch"]
@@ -226,7 +221,6 @@ def test_newest_created_is_that_of_the_most_recently_pushed_image(
 ) -> None:
     """foo gets a second image built 2025-06-01. Pushed before foo:latest (its revision link
     is older) it does not count; pushed after, it does. Artifacts never count."""
-    import hashlib
 
     config = json.dumps(
         {

@@ -6,24 +6,10 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from storscan.usage import SCHEMA_VERSION, RepoUsage, Usage
+from storscan.usage import REPO_FIELDS, SCHEMA_VERSION, RepoUsage, Usage
 
 FORMATS = ("table", "json", "csv", "markdown")
 SORTS = ("total", "exclusive", "shared", "name")
-REPO_FIELDS = (
-    "name",
-    "tags",
-    "manifests",
-    "untagged_manifests",
-    "total_bytes",
-    "exclusive_bytes",
-    "shared_bytes",
-    "blobs",
-    "uploads",
-    "upload_bytes",
-    "newest_created",
-    "latest_push",
-)
 
 
 def ordered(usage: Usage, sort: str, top: int | None) -> list[RepoUsage]:

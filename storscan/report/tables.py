@@ -5,7 +5,7 @@ from __future__ import annotations
 import humanize
 import pandas as pd
 
-from storscan.usage import RepoUsage, Summary, Usage
+from storscan.usage import REPO_FIELDS, RepoUsage, Summary, Usage
 
 _COLUMNS = {
     "name": "REPOSITORY",
@@ -18,26 +18,12 @@ _COLUMNS = {
     "uploads": "UPLOADS",
     "latest_push": "LATEST PUSH",
 }
-_CSV_FIELDS = (
-    "name",
-    "tags",
-    "manifests",
-    "untagged_manifests",
-    "total_bytes",
-    "exclusive_bytes",
-    "shared_bytes",
-    "blobs",
-    "uploads",
-    "upload_bytes",
-    "newest_created",
-    "latest_push",
-)
 
 
 def frame(rows: list[RepoUsage]) -> pd.DataFrame:
     """One row per repository, integer byte columns."""
     return pd.DataFrame(
-        [{f: getattr(r, f) for f in _CSV_FIELDS} for r in rows], columns=list(_CSV_FIELDS)
+        [{f: getattr(r, f) for f in REPO_FIELDS} for r in rows], columns=list(REPO_FIELDS)
     )
 
 
@@ -110,40 +96,9 @@ def _md_escape(value: object) -> str:
 
 
 def to_markdown(usage: Usage, rows: list[RepoUsage], root: str) -> str:
-    head = [
-        "repository",
-        "tags",
-        "manifests",
-        "untagged",
-        "total_bytes",
-        "exclusive_bytes",
-        "shared_bytes",
-        "uploads",
-        "upload_bytes",
-        "latest_push",
-    ]
-    cols = [
-        "name",
-        "tags",
-        "manifests",
-        "untagged_manifests",
-        "total_bytes",
-        "exclusive_bytes",
-        "shared_bytes",
-        "uploads",
-        "upload_bytes",
-        "latest_push",
-    ]
-    right = {
-        "tags",
-        "manifests",
-        "untagged_manifests",
-        "total_bytes",
-        "exclusive_bytes",
-        "shared_bytes",
-        "uploads",
-        "upload_bytes",
-    }
+    cols = [c for c in REPO_FIELDS if c not in ("blobs", "newest_created")]
+    head = ["repository", *cols[1:]]
+    right = {c for c in cols if c != "name" and c != "latest_push"}
     out = [f"# Registry storage report: `{root}`", "", f"Scope: `{usage.scope}`", ""]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join("---:" if c in right else "---" for c in cols) + "|")
