@@ -18,7 +18,7 @@ from storscan import layout as L
 from storscan.findings import Finding
 from storscan.inventory import Blob, Repo, Tag, Upload
 from storscan.manifest import Manifest, ManifestError, parse_created, parse_manifest
-from storscan.storage import DIR, FILE, SYMLINK, Entry, Storage
+from storscan.storage import DIR, FILE, OTHER, SYMLINK, Entry, Storage
 
 MAX_MANIFEST_BYTES = 4 << 20  # the registry refuses larger manifests
 MAX_CONFIG_BYTES = 8 << 20
@@ -80,15 +80,23 @@ class Walker:
         if entries is None:
             return None
         self.part.files += len(entries)
-        if all(e.kind != SYMLINK for e in entries):
+        if all(e.kind in (DIR, FILE) for e in entries):
             return entries  # an Entry is a (name, kind) tuple already
         out = []
         for e in entries:
             if e.kind == SYMLINK:
                 self.finding(
                     "symlink_skipped",
-                    f"symbolic link {rel}/{e.name} not followed; "
-                    "registry storage holds none: replace it with the real directory",
+                    f"symbolic link {rel}/{e.name} not followed; registry storage holds "
+                    "none: replace it with the real file or directory",
+                    repository=repo,
+                    path=f"{rel}/{e.name}",
+                )
+            elif e.kind == OTHER:
+                self.finding(
+                    "unexpected_entry",
+                    f"{rel}/{e.name} is a FIFO, socket or device, not part of the registry "
+                    "layout; not read: remove it",
                     repository=repo,
                     path=f"{rel}/{e.name}",
                 )
@@ -265,6 +273,15 @@ class Walker:
                     repository=repo.name,
                 )
                 continue
+            if L.TAG_RE.fullmatch(tag) is None:
+                self.finding(
+                    "unexpected_entry",
+                    f"tag directory {path} is not a valid tag name; the registry lists it but "
+                    "cannot serve it by name: remove it (storscan prune --tag)",
+                    repository=repo.name,
+                    tag=tag,
+                    path=path,
+                )
             digest, mtime, sound = self.check_link(
                 f"{path}/current/link", None, repo.name, what="tag link", tag=tag, read=True
             )

@@ -264,3 +264,21 @@ def test_newest_created_is_that_of_the_most_recently_pushed_image(
     assert foo_created() == "2024-01-01T00:00:00Z"
     os.utime(link, (old + 60, old + 60))
     assert foo_created() == "2025-06-01T00:00:00Z"
+
+
+def test_a_fifo_and_a_bad_tag_name_are_reported(cli: Any, demo_root: Path) -> None:
+    repos = v2_dir(demo_root) / "repositories"
+    os.mkfifo(repos / "fifo")
+    bad_tag = repos / "foo/_manifests/tags/-bad"
+    shutil.copytree(repos / "foo/_manifests/tags/latest", bad_tag)
+    code, out, err = cli("audit", demo_root, "-f", "json", "--fail-on", "never", "--now", NOW)
+    assert code == 0, err
+    found = {(f["code"], f["path"]) for f in json.loads(out)["findings"]}
+    assert ("unexpected_entry", "repositories/fifo") in found
+    assert ("unexpected_entry", "repositories/foo/_manifests/tags/-bad") in found
+
+
+def test_a_repo_glob_matching_nothing_is_said(cli: Any, demo_root: Path) -> None:
+    code, _, err = cli("prune", demo_root, "--repo", "no/such/**", "--delete-repo")
+    assert code == 0, err
+    assert "--repo no/such/** matches no repository" in err

@@ -6,6 +6,7 @@ anything, and asks for a typed confirmation (or --yes) before acting.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -31,6 +32,8 @@ from storscan.cli.base import (
 )
 from storscan.cli.console import confirm, lock_for, say, sizes
 from storscan.errors import EXIT_FINDINGS, UsageError
+
+log = logging.getLogger("storscan")
 
 if TYPE_CHECKING:
     from storscan.root import Root
@@ -91,7 +94,7 @@ def prune(
     from storscan.apply import check_plan, interruptible, new_run_id
     from storscan.plan import build_plan, plan_from_json, plan_to_json, render_plan
     from storscan.scan import scan
-    from storscan.select import build_selection, parse_age
+    from storscan.select import build_selection, matches, parse_age
     from storscan.timeutil import parse_now
 
     reference = parse_now(now)
@@ -131,6 +134,9 @@ def prune(
         else:
             assert sel is not None
             plan = build_plan(inv, sel)
+            for glob in sel.repos:
+                if not any(sel.chosen(name) and matches(name, [glob]) for name in inv.repos):
+                    log.warning("--repo %s matches no repository under %s", glob, located.name)
         write_output(render_plan(plan, fmt), None, "")
         if plan_out is not None:
             write_output(plan_to_json(plan), plan_out, "plan.json")
