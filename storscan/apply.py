@@ -50,7 +50,8 @@ RUN_INFO = "run.json"
 StopFn = Callable[[], bool]
 
 
-def _never() -> bool:
+def never() -> bool:
+    """The stop function of a run that cannot be interrupted."""
     return False
 
 
@@ -196,7 +197,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def apply_plan(root: Root, plan: Plan, *, run_id: str, stop: StopFn = _never) -> ApplyResult:
+def apply_plan(root: Root, plan: Plan, *, run_id: str, stop: StopFn = never) -> ApplyResult:
     """Move every action's directory into the quarantine, journaling each move first."""
     check_state_dir(root.storage_root)
     qdir = quarantine_dir(root, run_id)
@@ -285,7 +286,7 @@ class RestoreResult:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
-def restore(root: Root, run_id: str, *, stop: StopFn = _never) -> RestoreResult:
+def restore(root: Root, run_id: str, *, stop: StopFn = never) -> RestoreResult:
     """Put a run's quarantined directories back; refuse before moving anything if one of
     their places is taken again (a tag pushed again since, for example)."""
     records = read_journal(root, run_id)
@@ -386,7 +387,7 @@ def list_quarantines(root: Root) -> list[Quarantine]:
     return out
 
 
-def purge(quarantines: list[Quarantine], stop: StopFn = _never) -> list[Quarantine]:
+def purge(quarantines: list[Quarantine], stop: StopFn = never) -> list[Quarantine]:
     """Delete quarantines for good; returns those deleted (stops between runs on Ctrl-C)."""
     done = []
     for q in quarantines:

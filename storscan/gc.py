@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storscan import layout as L
-from storscan.apply import StopFn
+from storscan.apply import StopFn, never
 from storscan.errors import CancelledError, FailedError, RefusedError, UsageError
 from storscan.plan import REVISION, Plan, blobs_after, build_plan
 from storscan.reach import Reach, short
@@ -47,10 +47,6 @@ STOP_THE_REGISTRY = (
 RESTART_THE_REGISTRY = (
     "restart the registry now: its blob descriptor cache still lists the deleted blobs"
 )
-
-
-def _never() -> bool:
-    return False
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ class SweepResult:
     prefixes_removed: int = 0
 
 
-def sweep(root: Root, plan: SweepPlan, *, stop: StopFn = _never) -> SweepResult:
+def sweep(root: Root, plan: SweepPlan, *, stop: StopFn = never) -> SweepResult:
     """Delete the eligible blob directories, dangling links and empty prefixes."""
     result = SweepResult()
     for digest, size in plan.blobs:

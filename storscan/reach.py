@@ -7,7 +7,7 @@ referrers whose ``subject`` is kept stay too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from storscan.inventory import Inventory, Repo
 from storscan.manifest import IMAGE_CONFIG_TYPES
@@ -26,6 +26,7 @@ class Reach:
         self._blobs: dict[str, frozenset[str]] = {}
         self._manifests: dict[str, frozenset[str]] = {}
         self._by_subject: dict[str, dict[str, list[str]]] = {}
+        self._kept: dict[str, Mapping[str, str]] = {}  # keep_from_tags(repo) for all its tags
 
     def manifests_of(self, digest: str) -> frozenset[str]:
         """``digest`` and every manifest its index children name, recursively."""
@@ -107,13 +108,21 @@ class Reach:
         self._by_subject[repo.name] = out
         return out
 
-    def keep_from_tags(self, repo: Repo, tags: Iterable[str] | None = None) -> dict[str, str]:
+    def keep_from_tags(self, repo: Repo, tags: Iterable[str] | None = None) -> Mapping[str, str]:
         """Manifests kept by ``tags`` of ``repo`` (all valid tags by default), with the reason.
 
         Kept: each tag's manifest, every index child below it, and by a fixpoint every
         revision of ``repo`` whose ``subject`` is kept (signatures, SBOMs, attestations).
+        The default (all tags) is computed once per repository: usage, audit and gc all ask.
         """
-        names = repo.tags.keys() if tags is None else tags
+        if tags is None:
+            cached = self._kept.get(repo.name)
+            if cached is None:
+                cached = self._kept[repo.name] = self._keep(repo, repo.tags.keys())
+            return cached
+        return self._keep(repo, tags)
+
+    def _keep(self, repo: Repo, names: Iterable[str]) -> dict[str, str]:
         kept: dict[str, str] = {}
         frontier: list[str] = []
         for name in sorted(names):

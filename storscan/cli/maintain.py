@@ -322,13 +322,13 @@ def _collect(
             run_registry_gc(argv, dry_run=False, delete_untagged=delete_untagged)
             # The registry leaves the layer links of what it swept; remove those it left
             # dangling (only links whose blob is really gone now).
-            swept = scan(located, jobs=jobs_for(jobs))
+            after = scan(located, jobs=jobs_for(jobs))
             links = tuple(
                 rel
                 for rel in plan.layer_links
-                if rel.split("/")[-2] == "sha256" and _link_target(rel) not in swept.blobs
+                if rel.split("/")[-2] == "sha256" and _link_target(rel) not in after.blobs
             )
-            sweep(located, SweepPlan((), links), stop=stop)
+            sweep(located, SweepPlan((), links), stop=stop)  # links only: the blobs stay as seen
             failed: list[tuple[str, str]] = []
         else:
             if plan.untagged is not None and plan.untagged.actions:
@@ -341,7 +341,7 @@ def _collect(
             failed = result.failed
             if result.already_gone:
                 say(f"{len(result.already_gone)} blobs were already gone")
-    after = scan(located, jobs=jobs_for(jobs))
+            after = scan(located, jobs=jobs_for(jobs))
     freed = [(d, b.size) for d, b in inv.blobs.items() if d not in after.blobs]
     say(f"freed {len(freed)} blobs, {sizes(sum(s for _, s in freed))} (measured by rescanning)")
     say(RESTART_THE_REGISTRY)
