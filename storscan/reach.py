@@ -86,10 +86,26 @@ class Reach:
         return next((d for d in order if self.image_configs(d)), None)
 
     def blobs_of_many(self, digests: Iterable[str]) -> set[str]:
+        """The union of ``blobs_of`` over ``digests``.
+
+        Image manifests (nearly all) are unioned in place, without a closure of their own:
+        this runs over every revision of every repository, twice per report.
+        """
+        manifests = self.inv.manifests
         out: set[str] = set()
         for digest in digests:
-            out |= self.blobs_of(digest)
-        return out
+            man = manifests.get(digest)
+            if man is None:
+                out.add(digest)
+            elif man.children:
+                out |= self.blobs_of(digest)
+            else:
+                out.add(digest)
+                if man.config is not None:
+                    out.add(man.config.digest)
+                out.update([layer.digest for layer in man.layers])
+        blobs = self.inv.blobs
+        return {digest for digest in out if digest in blobs}
 
     def all_set(self, repo: Repo) -> set[str]:
         """Scope ``all``: blobs reachable from every revision whose manifest blob is present."""

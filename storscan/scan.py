@@ -1,19 +1,23 @@
 """The walk: one pass over a v2 tree into an Inventory of repositories, tags, revisions and blobs.
 
-Costs grow with the number of files, never with tags x manifests, and each manifest blob is
-read once whatever number of repositories link it. The tree is cut into subtrees (top-level
-repository directories and blob prefix directories); ``jobs`` walkers share them out: one
-worker process per core, so that parsing uses every core, each running threads, so that a slow
-or network filesystem has several reads in flight.
+Costs grow with the number of files, never with tags x manifests. Each walker parses the
+manifests of the revisions it meets as it goes, once per share of the tree whatever number of
+repositories in it link them (a manifest linked from two shares is parsed twice, the second
+time from the page cache); what remains is read once afterwards. The tree is cut into
+subtrees (top-level repository directories and blob prefix directories); ``jobs`` walkers
+share them out: one worker process per core, so that parsing uses every core, each running
+threads, so that a slow or network filesystem has several reads in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
@@ -49,9 +53,10 @@ def _walk_tasks(
 ) -> list[WalkPart]:
     """Walk a share of the subtrees (runs in a worker process)."""
     storage = LocalStorage(v2)
+    parsed: set[str] = set()
 
     def walk(task: Task) -> WalkPart:
-        walker = Walker(storage, deep, complete)
+        walker = Walker(storage, deep, complete, parsed)
         if task[0]:
             walker.walk_blob_prefix(*task)
         else:
@@ -101,7 +106,9 @@ class _Workers:
             self.pool = ProcessPoolExecutor(max_workers=self.procs, mp_context=context)
 
     def run(self, fn: Callable[[list[T]], list[R]], items: Sequence[T]) -> list[R]:
-        shares = _shares(items, self.procs * 4)
+        return self.run_shares(fn, _shares(items, self.procs * 4))
+
+    def run_shares(self, fn: Callable[[list[T]], list[R]], shares: list[list[T]]) -> list[R]:
         if self.pool is None:
             results = [fn(share) for share in shares]
         else:
@@ -113,20 +120,68 @@ class _Workers:
             self.pool.shutdown()
 
 
+def _repository_tasks(storage: LocalStorage, top: Walker) -> list[Task]:
+    """The repository subtrees to hand out: each top-level directory, except that namespace
+    directories (those holding no repository of their own, like ``team`` in ``team/app``)
+    are opened here and their children handed out instead. A namespace of a thousand
+    repositories would otherwise be one walker's task while the others sit idle.
+    """
+
+    def probe(name: str) -> tuple[str, bool]:
+        try:
+            entries = storage.list_dir(f"{L.REPOSITORIES}/{name}")
+        except OSError:
+            return name, True  # the walker reports it
+        is_repo = entries is None or any(n in L.MARKERS and k == DIR for n, k in entries)
+        return name, is_repo
+
+    tasks: list[Task] = []
+    level = [
+        name
+        for name, kind in top.listing(L.REPOSITORIES) or []
+        if kind == DIR and not name.startswith("_")
+    ]
+    while level:
+        namespaces = []
+        for name, is_repo in _threaded(probe, sorted(level), 8):
+            if is_repo:
+                tasks.append(("", name))
+            else:
+                namespaces.append(name)
+        level = [
+            f"{ns}/{child}"
+            for ns in namespaces
+            for child, kind in top.listing(f"{L.REPOSITORIES}/{ns}") or []
+            if kind == DIR and not child.startswith("_")
+        ]
+    return sorted(tasks)
+
+
 def _merge(inv: Inventory, parts: Iterable[WalkPart]) -> None:
     for part in parts:
         for repo in part.repos:
             inv.repos[repo.name] = repo
         inv.blobs.update(part.blobs)
+        inv.manifests.update(part.manifests)
         inv.findings.extend(part.findings)
         inv.files_seen += part.files
     inv.repos = dict(sorted(inv.repos.items()))
 
 
 def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, roots: set[str]) -> None:
-    """Read every present manifest reachable from ``roots`` once, following index children."""
+    """Parse every present manifest reachable from ``roots``, following index children.
+
+    The walk has parsed the revisions' manifests already; this reads what it left: tags
+    without a revision, index children, and every blob the walk could not parse cleanly,
+    whose findings are made here, where the walk's list of present blobs is known.
+    """
+    for digest in [d for d in inv.manifests if d not in inv.blobs]:
+        del inv.manifests[digest]  # parsed, but its blob is not present in the walk's sense
+    seen = set(inv.manifests)
     pending = {d for d in roots if d in inv.blobs}
-    seen: set[str] = set()
+    for parsed in inv.manifests.values():
+        pending.update(c.digest for c in parsed.children if c.digest in inv.blobs)
+    pending -= seen
     while pending:
         seen |= pending
         batch = [(d, inv.blobs[d].size) for d in sorted(pending)]
@@ -138,6 +193,7 @@ def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, roots: set[str]
                 inv.manifests[digest] = man
                 pending.update(c.digest for c in man.children if c.digest in inv.blobs)
         pending -= seen
+    inv.manifests = dict(sorted(inv.manifests.items()))
 
 
 def _read_created(workers: _Workers, v2: str, inv: Inventory) -> None:
@@ -158,6 +214,20 @@ def _read_created(workers: _Workers, v2: str, inv: Inventory) -> None:
             inv.created[digest] = created
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector: the walk allocates millions of small objects and no
+    cycles, and the collector would traverse them again and again (about a sixth of the CPU
+    of a large report). Worker processes forked inside inherit the pause."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def scan(
     root: Root,
     *,
@@ -171,6 +241,13 @@ def scan(
     ``deep`` reads and checks every link (the audit); ``complete=False`` skips the tag
     history and the layer links, which no figure of the report needs.
     """
+    with _collector_paused():
+        return _scan(root, jobs=jobs, deep=deep, complete=complete, progress=progress)
+
+
+def _scan(
+    root: Root, *, jobs: int, deep: bool, complete: bool, progress: ProgressFn | None
+) -> Inventory:
     started = time.perf_counter()
     v2 = str(root.v2)
     storage = LocalStorage(v2)
@@ -190,13 +267,13 @@ def scan(
     if root.empty:
         inv.elapsed = time.perf_counter() - started
         return inv
-    tasks: list[Task] = [
-        ("", name)
-        for name, kind in top.listing(L.REPOSITORIES) or []
-        if kind == DIR and not name.startswith("_")
-    ]
-    tasks += blob_prefixes(top)
     workers = _Workers(max(1, jobs))
+    # Blob prefixes first: they are the largest tasks, and the repositories' many small ones
+    # then even out the end (shares are handed to whichever worker is free).
+    blob_tasks = blob_prefixes(top)
+    repo_tasks = _repository_tasks(storage, top)
+    shares = _shares(blob_tasks, workers.procs * 2) + _shares(repo_tasks, workers.procs * 8)
+    tasks = [task for share in shares for task in share]
     try:
         if progress is not None:
             progress(f"walking {len(tasks)} subtrees with {jobs} walkers")
@@ -204,7 +281,9 @@ def scan(
             inv,
             [
                 top.part,
-                *workers.run(partial(_walk_tasks, v2, deep, complete, workers.threads), tasks),
+                *workers.run_shares(
+                    partial(_walk_tasks, v2, deep, complete, workers.threads), shares
+                ),
             ],
         )
         walked = time.perf_counter()

@@ -116,16 +116,9 @@ def _total(sizes: dict[str, int], blobs: set[str]) -> int:
     return sum(map(sizes.__getitem__, blobs))
 
 
-def _total_and_exclusive(
-    sizes: dict[str, int], blobs: set[str], owners: Counter[str]
-) -> tuple[int, int]:
-    total = exclusive = 0
-    for blob in blobs:
-        size = sizes[blob]
-        total += size
-        if owners[blob] == 1:
-            exclusive += size
-    return total, exclusive
+def _exclusive(sizes: dict[str, int], blobs: set[str], single: set[str]) -> int:
+    """Bytes of the blobs in ``blobs`` that no other set holds (``single``: owned once)."""
+    return _total(sizes, blobs & single if len(blobs) < len(single) else single & blobs)
 
 
 def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> Usage:
@@ -139,11 +132,13 @@ def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> U
     owners: Counter[str] = Counter()
     for blob_set in sets.values():
         owners.update(blob_set)
+    single = {blob for blob, count in owners.items() if count == 1}
 
     rows = []
     for name, repo in inv.repos.items():
         blob_set = sets[name]
-        total, exclusive = _total_and_exclusive(sizes, blob_set, owners)
+        total = _total(sizes, blob_set)
+        exclusive = _exclusive(sizes, blob_set, single)
         rows.append(
             RepoUsage(
                 name=name,
