@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from typing import Any, NamedTuple
 
 from storscan.layout import parse_digest
@@ -57,31 +58,98 @@ class Manifest(NamedTuple):
         return self.blob_refs + self.children
 
 
+_new_tuple = tuple.__new__
+_descriptor_from_wire = partial(_new_tuple, Descriptor)
+
+
+def to_wire(m: Manifest) -> tuple[Any, ...]:
+    """A manifest as plain tuples, to send between processes: pickle handles plain tuples in
+    C, but calls back into Python for every named tuple, each way."""
+    return (
+        *m[:4],
+        m.config and tuple(m.config),
+        tuple(map(tuple, m.layers)),
+        tuple(map(tuple, m.children)),
+        m.subject and tuple(m.subject),
+        m.artifact_type,
+    )
+
+
+def from_wire(w: tuple[Any, ...]) -> Manifest:
+    """The Manifest that ``to_wire`` flattened."""
+    digest, size, kind, media_type, config, layers, children, subject, artifact_type = w
+    return _new_tuple(
+        Manifest,
+        (
+            digest,
+            size,
+            kind,
+            media_type,
+            config and _descriptor_from_wire(config),
+            tuple(map(_descriptor_from_wire, layers)),
+            tuple(map(_descriptor_from_wire, children)),
+            subject and _descriptor_from_wire(subject),
+            artifact_type,
+        ),
+    )
+
+
 class ManifestError(ValueError):
     """The blob is not a manifest the registry can load."""
 
 
-def _descriptor(obj: Any, where: str) -> Descriptor:
-    if not isinstance(obj, dict):
-        raise ManifestError(f"{where} is not an object")
+_COMMON_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.container.image.v1+json",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.oci.image.config.v1+json",
+        DOCKER_MANIFEST,
+        OCI_MANIFEST,
+    }
+)
+
+
+def _descriptor(obj: Any) -> Descriptor:
+    """A descriptor object as a Descriptor; ManifestError says what is wrong with it.
+
+    Runs for every reference of every manifest: exact type tests (json makes no subclasses),
+    no message built unless it fails, and a direct tuple construction keep it cheap.
+    """
+    if type(obj) is not dict:
+        raise ManifestError("is not an object")
     digest = obj.get("digest")
-    if not isinstance(digest, str) or parse_digest(digest) is None:
-        raise ManifestError(f"{where} has an invalid digest {digest!r}")
+    if type(digest) is not str or parse_digest(digest) is None:
+        raise ManifestError(f"has an invalid digest {digest!r}")
     size = obj.get("size", -1)
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise ManifestError(f"{where} has an invalid size {size!r}")
+    if type(size) is not int:  # a float or a bool is not a size
+        raise ManifestError(f"has an invalid size {size!r}")
     media_type = obj.get("mediaType") or ""
-    if not isinstance(media_type, str):
+    if type(media_type) is not str:
         media_type = ""
-    foreign = bool(obj.get("urls")) or "foreign" in media_type or "nondistributable" in media_type
-    plat = obj.get("platform")
+    foreign = bool(obj.get("urls")) or (
+        media_type not in _COMMON_MEDIA_TYPES
+        and ("foreign" in media_type or "nondistributable" in media_type)
+    )
     platform = ""
-    if isinstance(plat, dict):
+    plat = obj.get("platform")
+    if type(plat) is dict:
         platform = "/".join(
             str(plat[k]) for k in ("os", "architecture", "variant") if isinstance(plat.get(k), str)
         )
     # Interned: the same digests and media types recur across a registry's manifests.
-    return Descriptor(sys.intern(digest), size, sys.intern(media_type), foreign, platform)
+    return _new_tuple(
+        Descriptor, (sys.intern(digest), size, sys.intern(media_type), foreign, platform)
+    )
+
+
+def _named(obj: Any, where: str) -> Descriptor:
+    try:
+        return _descriptor(obj)
+    except ManifestError as exc:
+        raise ManifestError(f"{where} {exc}") from None
 
 
 def _descriptors(obj: Any, key: str) -> tuple[Descriptor, ...]:
@@ -90,7 +158,13 @@ def _descriptors(obj: Any, key: str) -> tuple[Descriptor, ...]:
         return ()
     if not isinstance(items, list):
         raise ManifestError(f"{key} is not a list")
-    return tuple(_descriptor(item, f"{key}[{i}]") for i, item in enumerate(items))
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(_descriptor(item))
+        except ManifestError as exc:
+            raise ManifestError(f"{key}[{i}] {exc}") from None
+    return tuple(out)
 
 
 def parse_manifest(digest: str, body: bytes) -> Manifest:
@@ -124,7 +198,7 @@ def parse_manifest(digest: str, body: bytes) -> Manifest:
             INDEX,
             media_type or OCI_INDEX,
             children=_descriptors(obj, "manifests"),
-            subject=_descriptor(obj["subject"], "subject") if obj.get("subject") else None,
+            subject=_named(obj["subject"], "subject") if obj.get("subject") else None,
             artifact_type=str(obj.get("artifactType") or ""),
         )
     if media_type in (DOCKER_MANIFEST, OCI_MANIFEST) or not media_type:
@@ -136,9 +210,9 @@ def parse_manifest(digest: str, body: bytes) -> Manifest:
             len(body),
             IMAGE,
             media_type or OCI_MANIFEST,
-            config=_descriptor(config, "config"),
+            config=_named(config, "config"),
             layers=_descriptors(obj, "layers"),
-            subject=_descriptor(obj["subject"], "subject") if obj.get("subject") else None,
+            subject=_named(obj["subject"], "subject") if obj.get("subject") else None,
             artifact_type=str(obj.get("artifactType") or ""),
         )
     raise ManifestError(f"unrecognized manifest content type {media_type!r}")

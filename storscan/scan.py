@@ -1,12 +1,10 @@
 """The walk: one pass over a v2 tree into an Inventory of repositories, tags, revisions and blobs.
 
-Costs grow with the number of files, never with tags x manifests. Each walker parses the
-manifests of the revisions it meets as it goes, once per share of the tree whatever number of
-repositories in it link them (a manifest linked from two shares is parsed twice, the second
-time from the page cache); what remains is read once afterwards. The tree is cut into
-subtrees (top-level repository directories and blob prefix directories); ``jobs`` walkers
-share them out: one worker process per core, so that parsing uses every core, each running
-threads, so that a slow or network filesystem has several reads in flight.
+Costs grow with the number of files, never with tags x manifests, and each manifest blob is
+read once whatever number of repositories link it. The tree is cut into subtrees (repository
+directories and blob prefix directories); ``jobs`` walkers share them out: one worker process
+per core, so that parsing uses every core, each running threads, so that a slow or network
+filesystem has several reads in flight.
 """
 
 from __future__ import annotations
@@ -20,12 +18,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from storscan import layout as L
 from storscan.findings import Finding
 from storscan.inventory import Blob, Inventory, Repo, Tag, Upload
-from storscan.manifest import Manifest
+from storscan.manifest import from_wire, to_wire
 from storscan.reach import Reach
 from storscan.root import Root
 from storscan.storage import DIR, LocalStorage
@@ -38,7 +36,10 @@ ProgressFn = Callable[[str], None]
 T = TypeVar("T")
 R = TypeVar("R")
 Task = tuple[str, str]  # ("", top-level repository directory) or (alg, blob prefix)
-Parsed = tuple[str, Manifest | None, Finding | None]
+# A blob prefix directory holds 1/256 of the blobs: in the registries measured it costs a
+# dozen times the walk of one repository directory (tags, revision links).
+BLOB_PREFIX_WEIGHT = 12
+Parsed = tuple[str, tuple[Any, ...] | None, Finding | None]  # manifests in wire form
 
 
 def _threaded(fn: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
@@ -53,10 +54,9 @@ def _walk_tasks(
 ) -> list[WalkPart]:
     """Walk a share of the subtrees (runs in a worker process)."""
     storage = LocalStorage(v2)
-    parsed: set[str] = set()
 
     def walk(task: Task) -> WalkPart:
-        walker = Walker(storage, deep, complete, parsed)
+        walker = Walker(storage, deep, complete)
         if task[0]:
             walker.walk_blob_prefix(*task)
         else:
@@ -71,7 +71,8 @@ def _parse_batch(v2: str, threads: int, items: list[tuple[str, int]]) -> list[Pa
     storage = LocalStorage(v2)
 
     def parse(item: tuple[str, int]) -> Parsed:
-        return (item[0], *read_manifest(storage, *item))
+        man, finding = read_manifest(storage, *item)
+        return item[0], man and to_wire(man), finding
 
     return _threaded(parse, items, threads)
 
@@ -82,15 +83,25 @@ def _created_batch(v2: str, threads: int, digests: list[str]) -> list[tuple[str,
     return _threaded(lambda d: (d, read_created(storage, d)), digests, threads)
 
 
-def _shares(items: Sequence[T], count: int) -> list[list[T]]:
-    """Cut ``items`` into ``count`` contiguous runs.
+def _shares(items: Sequence[T], count: int, weights: Sequence[int] | None = None) -> list[list[T]]:
+    """Cut ``items`` into ``count`` contiguous runs of about equal weight (default: 1 each).
 
     Neighbouring subtrees were usually written together, so their inodes lie close on disk:
     a worker reading a contiguous run gets the filesystem's read-ahead, which matters most
     when the tree is not in the page cache.
     """
-    size = -(-len(items) // max(1, count))
-    return [list(items[i : i + size]) for i in range(0, len(items), size)] if items else []
+    if not items:
+        return []
+    weights = weights or [1] * len(items)
+    step = sum(weights) / max(1, count)
+    shares: list[list[T]] = [[]]
+    done = 0
+    for item, weight in zip(items, weights, strict=True):
+        if shares[-1] and done >= step * len(shares):
+            shares.append([])
+        shares[-1].append(item)
+        done += weight
+    return shares
 
 
 class _Workers:
@@ -105,10 +116,14 @@ class _Workers:
             context = multiprocessing.get_context("fork" if "fork" in methods else None)
             self.pool = ProcessPoolExecutor(max_workers=self.procs, mp_context=context)
 
-    def run(self, fn: Callable[[list[T]], list[R]], items: Sequence[T]) -> list[R]:
-        return self.run_shares(fn, _shares(items, self.procs * 4))
-
-    def run_shares(self, fn: Callable[[list[T]], list[R]], shares: list[list[T]]) -> list[R]:
+    def run(
+        self,
+        fn: Callable[[list[T]], list[R]],
+        items: Sequence[T],
+        weights: Sequence[int] | None = None,
+    ) -> list[R]:
+        """``fn`` over shares of ``items``; shares go to whichever worker is free."""
+        shares = _shares(items, self.procs * 8, weights)
         if self.pool is None:
             results = [fn(share) for share in shares]
         else:
@@ -162,38 +177,26 @@ def _merge(inv: Inventory, parts: Iterable[WalkPart]) -> None:
         for repo in part.repos:
             inv.repos[repo.name] = repo
         inv.blobs.update(part.blobs)
-        inv.manifests.update(part.manifests)
         inv.findings.extend(part.findings)
         inv.files_seen += part.files
     inv.repos = dict(sorted(inv.repos.items()))
 
 
 def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, roots: set[str]) -> None:
-    """Parse every present manifest reachable from ``roots``, following index children.
-
-    The walk has parsed the revisions' manifests already; this reads what it left: tags
-    without a revision, index children, and every blob the walk could not parse cleanly,
-    whose findings are made here, where the walk's list of present blobs is known.
-    """
-    for digest in [d for d in inv.manifests if d not in inv.blobs]:
-        del inv.manifests[digest]  # parsed, but its blob is not present in the walk's sense
-    seen = set(inv.manifests)
+    """Read every present manifest reachable from ``roots`` once, following index children."""
     pending = {d for d in roots if d in inv.blobs}
-    for parsed in inv.manifests.values():
-        pending.update(c.digest for c in parsed.children if c.digest in inv.blobs)
-    pending -= seen
+    seen: set[str] = set()
     while pending:
         seen |= pending
         batch = [(d, inv.blobs[d].size) for d in sorted(pending)]
         pending = set()
-        for digest, man, finding in workers.run(partial(_parse_batch, v2, workers.threads), batch):
+        for digest, wire, finding in workers.run(partial(_parse_batch, v2, workers.threads), batch):
             if finding is not None:
                 inv.findings.append(finding)
-            if man is not None:
-                inv.manifests[digest] = man
+            if wire is not None:
+                man = inv.manifests[digest] = from_wire(wire)
                 pending.update(c.digest for c in man.children if c.digest in inv.blobs)
         pending -= seen
-    inv.manifests = dict(sorted(inv.manifests.items()))
 
 
 def _read_created(workers: _Workers, v2: str, inv: Inventory) -> None:
@@ -268,12 +271,7 @@ def _scan(
         inv.elapsed = time.perf_counter() - started
         return inv
     workers = _Workers(max(1, jobs))
-    # Blob prefixes first: they are the largest tasks, and the repositories' many small ones
-    # then even out the end (shares are handed to whichever worker is free).
-    blob_tasks = blob_prefixes(top)
-    repo_tasks = _repository_tasks(storage, top)
-    shares = _shares(blob_tasks, workers.procs * 2) + _shares(repo_tasks, workers.procs * 8)
-    tasks = [task for share in shares for task in share]
+    tasks = _repository_tasks(storage, top) + blob_prefixes(top)
     try:
         if progress is not None:
             progress(f"walking {len(tasks)} subtrees with {jobs} walkers")
@@ -281,8 +279,10 @@ def _scan(
             inv,
             [
                 top.part,
-                *workers.run_shares(
-                    partial(_walk_tasks, v2, deep, complete, workers.threads), shares
+                *workers.run(
+                    partial(_walk_tasks, v2, deep, complete, workers.threads),
+                    tasks,
+                    [BLOB_PREFIX_WEIGHT if task[0] else 1 for task in tasks],
                 ),
             ],
         )

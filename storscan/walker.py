@@ -19,13 +19,7 @@ from typing import Any
 from storscan import layout as L
 from storscan.findings import Finding
 from storscan.inventory import Blob, Repo, Tag, Upload
-from storscan.manifest import (
-    Descriptor,
-    Manifest,
-    ManifestError,
-    parse_created,
-    parse_manifest,
-)
+from storscan.manifest import Manifest, ManifestError, parse_created, parse_manifest
 from storscan.storage import DIR, FILE, OTHER, SYMLINK, Entry, Storage
 
 MAX_MANIFEST_BYTES = 4 << 20  # the registry refuses larger manifests
@@ -52,68 +46,30 @@ class WalkPart:
 
     repos: list[Repo] = field(default_factory=list)
     blobs: dict[str, Blob] = field(default_factory=dict)
-    # Manifests of the revisions walked, parsed as the walk meets them (see parse_early).
-    manifests: dict[str, Manifest] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     files: int = 0
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # Sent between processes as plain tuples: pickling named tuples one by one costs a
-        # Python call each way, several seconds on a registry of a million blobs.
+        # The blobs travel between processes as plain tuples: pickling a named tuple calls
+        # back into Python each way, seconds for a registry of a million blobs.
         return _part_from_wire, (
             self.repos,
             list(self.blobs),
             [tuple(blob) for blob in self.blobs.values()],
-            [_manifest_wire(man) for man in self.manifests.values()],
             self.findings,
             self.files,
         )
-
-
-_new_tuple = tuple.__new__
-_descriptor_from_wire = partial(_new_tuple, Descriptor)
-
-
-def _manifest_wire(m: Manifest) -> tuple[Any, ...]:
-    return (
-        *m[:4],
-        m.config and tuple(m.config),
-        tuple(map(tuple, m.layers)),
-        tuple(map(tuple, m.children)),
-        m.subject and tuple(m.subject),
-        m.artifact_type,
-    )
-
-
-def _manifest_from_wire(w: tuple[Any, ...]) -> Manifest:
-    digest, size, kind, media_type, config, layers, children, subject, artifact_type = w
-    return _new_tuple(
-        Manifest,
-        (
-            digest,
-            size,
-            kind,
-            media_type,
-            config and _descriptor_from_wire(config),
-            tuple(map(_descriptor_from_wire, layers)),
-            tuple(map(_descriptor_from_wire, children)),
-            subject and _descriptor_from_wire(subject),
-            artifact_type,
-        ),
-    )
 
 
 def _part_from_wire(
     repos: list[Repo],
     blob_digests: list[str],
     blob_values: list[tuple[int, float]],
-    manifests: list[tuple[Any, ...]],
     findings: list[Finding],
     files: int,
 ) -> WalkPart:
-    blobs = dict(zip(blob_digests, map(partial(_new_tuple, Blob), blob_values), strict=True))
-    parsed = {w[0]: _manifest_from_wire(w) for w in manifests}
-    return WalkPart(repos, blobs, parsed, findings, files)
+    blobs = dict(zip(blob_digests, map(partial(tuple.__new__, Blob), blob_values), strict=True))
+    return WalkPart(repos, blobs, findings, files)
 
 
 def _link_expected_size(alg: str) -> int:
@@ -123,21 +79,12 @@ def _link_expected_size(alg: str) -> int:
 class Walker:
     """Walks one subtree; instances are not shared between threads."""
 
-    def __init__(
-        self,
-        storage: Storage,
-        deep: bool,
-        complete: bool = True,
-        parsed: set[str] | None = None,
-    ) -> None:
+    def __init__(self, storage: Storage, deep: bool, complete: bool = True) -> None:
         self.s = storage
         self.deep = deep
         # complete=False (the report) skips what no figure needs: tag history and layer links.
         self.complete = complete or deep
         self.part = WalkPart()
-        # Digests this worker process has already tried to parse; None: leave manifests to
-        # the caller. Shared by the threads of one process.
-        self.parsed = parsed
 
     def finding(self, code: str, message: str, **kw: object) -> None:
         self.part.findings.append(Finding(code, message, **kw))  # type: ignore[arg-type]
@@ -334,9 +281,6 @@ class Walker:
             if not sound:
                 repo.bad("revisions")
             repo.revisions[expect] = mtime
-            if self.parsed is not None and expect not in self.parsed:
-                self.parsed.add(expect)
-                self.parse_early(expect)
 
     def walk_tags(self, repo: Repo, rel: str) -> None:
         entries = self.listing(rel, repo.name)
@@ -447,28 +391,6 @@ class Walker:
                     total += st.size
                     newest = max(newest, st.mtime)
         return total, newest
-
-    def parse_early(self, digest: str) -> None:
-        """Read and parse a revision's manifest while its directory entries are fresh.
-
-        Spreading the manifest reads over the walk keeps the disk and every core busy instead
-        of waiting for a second phase. Only a clean parse is kept; anything else (a missing,
-        unreadable, corrupt or unparsable blob) is left for the manifest phase, which reports
-        it once the walk knows which blobs are present.
-        """
-        try:
-            body = self.s.read_small(L.blob_data(digest), MAX_MANIFEST_BYTES + 1)
-        except OSError:
-            return
-        if not body or len(body) > MAX_MANIFEST_BYTES:
-            return
-        alg, hexpart = L.split_digest(digest)
-        if hashlib.new(alg, body).hexdigest() != hexpart:
-            return
-        try:
-            self.part.manifests[digest] = parse_manifest(digest, body)
-        except ManifestError:
-            return
 
     # -- blobs ---------------------------------------------------------------------------
 

@@ -267,3 +267,32 @@ def test_storscan_agrees_with_the_registry_gc(
     swept = {b["digest"] for b in json.loads(out)["blobs"]}
     assert swept == set(summary.eligible[GC_UNTAGGED_3].digests)
     assert swept != set(summary.eligible[GC_UNTAGGED_28].digests)
+
+
+def test_scan_does_not_depend_on_walkers(tiny: tuple[Path, Summary]) -> None:
+    """One walker or several, the inventory is the same; namespace directories (``org3``,
+    ``org3/team1``) are opened up so that each repository is a task of its own."""
+    from storscan.root import resolve_root
+    from storscan.scan import _repository_tasks, scan
+    from storscan.storage import LocalStorage
+    from storscan.walker import Walker
+
+    root, summary = tiny
+    storage = LocalStorage(str(v2_dir(root)))
+    tasks = {name for _, name in _repository_tasks(storage, Walker(storage, False))}
+    # a/b/app6/worker is walked with a/b/app6, the repository whose directory holds it
+    assert tasks == {name for name in summary.tag_map if not name.endswith("/worker")}
+    assert any("/team" in name for name in tasks)
+
+    located = resolve_root(root)
+    one, many = scan(located, jobs=1), scan(located, jobs=6)
+    assert set(one.repos) == set(summary.tag_map)
+    for name, repo in one.repos.items():
+        assert many.repos[name] == repo
+        assert {t: tag.digest for t, tag in repo.tags.items()} == summary.tag_map[name]
+    assert one.blobs == many.blobs
+    assert one.manifests == many.manifests
+    assert list(one.manifests) == sorted(one.manifests)
+    assert sorted(one.findings) == sorted(many.findings)
+    assert one.files_seen == many.files_seen
+    assert (one.complete, one.deep) == (True, False)
