@@ -270,8 +270,8 @@ def _scan(
     if root.empty:
         inv.elapsed = time.perf_counter() - started
         return inv
-    workers = _Workers(max(1, jobs))
     tasks = _repository_tasks(storage, top) + blob_prefixes(top)
+    workers = _Workers(max(1, jobs))
     try:
         if progress is not None:
             progress(f"walking {len(tasks)} subtrees with {jobs} walkers")

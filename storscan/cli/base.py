@@ -246,7 +246,16 @@ def main() -> NoReturn:
     # A run builds millions of small objects and keeps them to the end, with no reference
     # cycles among them: the cycle collector would only traverse them again and again
     # (seconds on a large registry). Memory is freed by reference counting as usual.
+    collecting = gc.isenabled()
     gc.disable()
+    try:
+        _run()
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run() -> NoReturn:
     try:
         with _CLEANUP:
             result = app(standalone_mode=False)
