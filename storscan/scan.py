@@ -173,6 +173,13 @@ def _repository_tasks(storage: LocalStorage, top: Walker) -> list[Task]:
     return sorted(tasks)
 
 
+def _present(storage: LocalStorage, rel: str) -> bool:
+    try:
+        return storage.list_dir(rel) is not None
+    except OSError:
+        return True  # there but unreadable: the walk reports it as such
+
+
 def _merge(inv: Inventory, parts: Iterable[WalkPart]) -> None:
     for part in parts:
         for repo in part.repos:
@@ -263,8 +270,8 @@ def _scan(
         {},
         {},
         [],
-        has_repositories=storage.list_dir(L.REPOSITORIES) is not None,
-        has_blobs=storage.list_dir(L.BLOBS) is not None,
+        has_repositories=_present(storage, L.REPOSITORIES),
+        has_blobs=_present(storage, L.BLOBS),
         deep=deep,
         complete=complete,
     )

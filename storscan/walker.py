@@ -207,17 +207,27 @@ class Walker:
     # -- repositories --------------------------------------------------------------------
 
     def discover(self, rel: str, name: str) -> None:
-        """Walk a directory under repositories/: it is a repository if it holds a marker."""
-        entries = self.listing(rel)
-        if entries is None:
-            return
-        names = {n for n, k in entries if k == DIR}
-        markers = frozenset(m for m in L.MARKERS if m in names)
-        if markers:
-            self.part.repos.append(self.walk_repo(rel, name, markers, entries))
-        for child, kind in sorted(entries):
-            if kind == DIR and not child.startswith("_"):
-                self.discover(f"{rel}/{child}", f"{name}/{child}" if name else child)
+        """Walk a directory under repositories/: it is a repository if it holds a marker.
+
+        Depth first in name order, with a stack rather than recursion: a damaged tree may
+        nest directories deeper than Python's recursion limit.
+        """
+        stack = [(rel, name)]
+        while stack:
+            rel, name = stack.pop()
+            entries = self.listing(rel)
+            if entries is None:
+                continue
+            names = {n for n, k in entries if k == DIR}
+            markers = frozenset(m for m in L.MARKERS if m in names)
+            if markers:
+                self.part.repos.append(self.walk_repo(rel, name, markers, entries))
+            children = [
+                (f"{rel}/{child}", f"{name}/{child}" if name else child)
+                for child, kind in sorted(entries)
+                if kind == DIR and not child.startswith("_")
+            ]
+            stack.extend(reversed(children))
 
     def walk_repo(self, rel: str, name: str, markers: frozenset[str], entries: list[Entry]) -> Repo:
         repo = Repo(name, markers)
@@ -377,15 +387,16 @@ class Walker:
             repo.uploads.append(Upload(upload_id, total, started, newest))
 
     def tree_bytes(self, rel: str, repo: str) -> tuple[int, float]:
-        """Total bytes of the files below ``rel`` and the newest mtime."""
+        """Total bytes of the files below ``rel`` and the newest mtime (no recursion limit)."""
         total, newest = 0, 0.0
-        for name, kind in self.listing(rel, repo) or []:
-            path = f"{rel}/{name}"
-            if kind == DIR:
-                sub, subnew = self.tree_bytes(path, repo)
-                total += sub
-                newest = max(newest, subnew)
-            else:
+        stack = [rel]
+        while stack:
+            directory = stack.pop()
+            for name, kind in self.listing(directory, repo) or []:
+                path = f"{directory}/{name}"
+                if kind == DIR:
+                    stack.append(path)
+                    continue
                 st = self.s.stat(path)
                 if st is not None:
                     total += st.size

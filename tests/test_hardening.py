@@ -282,3 +282,47 @@ def test_a_repo_glob_matching_nothing_is_said(cli: Any, demo_root: Path) -> None
     code, _, err = cli("prune", demo_root, "--repo", "no/such/**", "--delete-repo")
     assert code == 0, err
     assert "--repo no/such/** matches no repository" in err
+
+
+def test_directories_nested_past_the_recursion_limit(cli: Any, demo_root: Path) -> None:
+    """A damaged tree nesting directories deeper than Python's recursion limit is walked."""
+    v2 = v2_dir(demo_root)
+    code, out, err = cli("report", demo_root, "-f", "json")
+    assert code == 0, err
+    before = {r["name"]: r for r in json.loads(out)["repositories"]}
+    uploads = v2 / "repositories/team/app/api/_uploads"
+    [upload] = [p for p in uploads.iterdir() if p.is_dir()]
+    depth = 1200  # past the default limit of 1000; the paths stay under PATH_MAX
+    for base in (str(v2 / "repositories/tools/cli"), str(upload)):
+        for _ in range(depth):  # makedirs and Path.mkdir(parents=True) recurse themselves
+            base += "/n"
+            os.mkdir(base)
+    Path(base, "chunk").write_bytes(b"x" * 7)
+
+    code, out, err = cli("report", demo_root, "-f", "json")
+    assert code == 0, err
+    after = {r["name"]: r for r in json.loads(out)["repositories"]}
+    assert set(after) == set(before)  # plain directories are no repositories
+    assert after["team/app/api"]["upload_bytes"] == before["team/app/api"]["upload_bytes"] + 7
+    for name in before:
+        assert after[name]["total_bytes"] == before[name]["total_bytes"]
+
+
+def test_an_unreadable_repositories_directory_is_a_finding(
+    cli: Any, demo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Permissions do not bite root, so the refusal is the storage's: one finding, no crash."""
+    from storscan.storage import LocalStorage
+
+    listed = LocalStorage.list_dir
+
+    def refuse(self: LocalStorage, rel: str) -> Any:
+        if rel == "repositories":
+            raise PermissionError(13, "Permission denied")
+        return listed(self, rel)
+
+    monkeypatch.setattr(LocalStorage, "list_dir", refuse)
+    code, out, err = cli("audit", demo_root, "-f", "json", "-j", "1", "--fail-on", "never")
+    assert code == 0, err
+    findings = json.loads(out)["findings"]
+    assert [f["path"] for f in findings if f["code"] == "unreadable"] == ["repositories"]
