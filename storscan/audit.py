@@ -226,13 +226,15 @@ def _gc_hazards(inv: Inventory, reach: Reach) -> Iterable[Finding]:
         if not inv.has_repositories:
             yield Finding(
                 "gc_no_repositories_abort",
-                "repositories/ is missing; the registry's GC aborts: create the empty directory",
+                "repositories/ is missing or not a directory; the registry's GC aborts: make it an "
+                "empty directory",
                 path=L.REPOSITORIES,
             )
         if not inv.has_blobs:
             yield Finding(
                 "gc_no_blobs_abort",
-                "blobs/ is missing; the registry's GC aborts: create the empty directory",
+                "blobs/ is missing or not a directory; the registry's GC aborts: make it an "
+                "empty directory",
                 path=L.BLOBS,
             )
     for repo in inv.repos.values():

@@ -293,12 +293,28 @@ def test_directories_nested_past_the_recursion_limit(cli: Any, demo_root: Path) 
     uploads = v2 / "repositories/team/app/api/_uploads"
     [upload] = [p for p in uploads.iterdir() if p.is_dir()]
     depth = 1200  # past the default limit of 1000; the paths stay under PATH_MAX
+    chains = []
     for base in (str(v2 / "repositories/tools/cli"), str(upload)):
+        chain = []
         for _ in range(depth):  # makedirs and Path.mkdir(parents=True) recurse themselves
             base += "/n"
             os.mkdir(base)
-    Path(base, "chunk").write_bytes(b"x" * 7)
+            chain.append(base)
+        chains.append(chain)
+    chunk = Path(base, "chunk")
+    chunk.write_bytes(b"x" * 7)
+    try:
+        _check_deep_tree(cli, demo_root, before)
+    finally:
+        # Remove the chains here: shutil.rmtree, which pytest uses to clear old temporary
+        # directories, recurses too and would fail on them in a later session.
+        chunk.unlink()
+        for chain in chains:
+            for directory in reversed(chain):
+                os.rmdir(directory)
 
+
+def _check_deep_tree(cli: Any, demo_root: Path, before: dict[str, Any]) -> None:
     code, out, err = cli("report", demo_root, "-f", "json")
     assert code == 0, err
     after = {r["name"]: r for r in json.loads(out)["repositories"]}
