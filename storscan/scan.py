@@ -9,18 +9,17 @@ filesystem has several reads in flight.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
 from storscan import layout as L
+from storscan.collector import collector_paused
 from storscan.findings import Finding
 from storscan.inventory import Blob, Inventory, Repo, Tag, Upload
 from storscan.manifest import from_wire, to_wire
@@ -136,7 +135,7 @@ class _Workers:
             self.pool.shutdown()
 
 
-def _repository_tasks(storage: LocalStorage, top: Walker) -> list[Task]:
+def _repository_tasks(top: Walker) -> list[Task]:
     """The repository subtrees to hand out: each top-level directory, except that namespace
     directories (those holding no repository of their own, like ``team`` in ``team/app``)
     are opened here and their children handed out instead. A namespace of a thousand
@@ -145,7 +144,7 @@ def _repository_tasks(storage: LocalStorage, top: Walker) -> list[Task]:
 
     def probe(name: str) -> tuple[str, bool]:
         try:
-            entries = storage.list_dir(f"{L.REPOSITORIES}/{name}")
+            entries = top.s.list_dir(f"{L.REPOSITORIES}/{name}")
         except OSError:
             return name, True  # the walker reports it
         is_repo = entries is None or any(n in L.MARKERS and k == DIR for n, k in entries)
@@ -225,20 +224,6 @@ def _read_created(workers: _Workers, v2: str, inv: Inventory) -> None:
             inv.created[digest] = created
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cycle collector: the walk allocates millions of small objects and no
-    cycles, and the collector would traverse them again and again (about a sixth of the CPU
-    of a large report). Worker processes forked inside inherit the pause."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def scan(
     root: Root,
     *,
@@ -252,7 +237,7 @@ def scan(
     ``deep`` reads and checks every link (the audit); ``complete=False`` skips the tag
     history and the layer links, which no figure of the report needs.
     """
-    with _collector_paused():
+    with collector_paused():
         return _scan(root, jobs=jobs, deep=deep, complete=complete, progress=progress)
 
 
@@ -278,7 +263,7 @@ def _scan(
     if root.empty:
         inv.elapsed = time.perf_counter() - started
         return inv
-    tasks = _repository_tasks(storage, top) + blob_prefixes(top)
+    tasks = _repository_tasks(top) + blob_prefixes(top)
     workers = _Workers(max(1, jobs))
     try:
         if progress is not None:

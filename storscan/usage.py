@@ -118,7 +118,7 @@ def _total(sizes: dict[str, int], blobs: set[str]) -> int:
 
 def _exclusive(sizes: dict[str, int], blobs: set[str], single: set[str]) -> int:
     """Bytes of the blobs in ``blobs`` that no other set holds (``single``: owned once)."""
-    return _total(sizes, blobs & single if len(blobs) < len(single) else single & blobs)
+    return _total(sizes, blobs & single)  # iterates over the smaller of the two sets
 
 
 def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> Usage:

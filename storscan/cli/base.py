@@ -7,7 +7,6 @@ mapped in one place, the app's group, so every way of running it sees the same c
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from storscan.cli.console import printable
+from storscan.collector import collector_paused
 from storscan.errors import (
     EXIT_CANCELLED,
     EXIT_USAGE,
@@ -243,16 +243,10 @@ GraceOpt = Annotated[
 
 def main() -> NoReturn:
     """Entry point of the console script: one place maps errors to exit codes."""
-    # A run builds millions of small objects and keeps them to the end, with no reference
-    # cycles among them: the cycle collector would only traverse them again and again
-    # (seconds on a large registry). Memory is freed by reference counting as usual.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    # The whole run, not only the walk: the report's figures read the same millions of
+    # objects, and re-enabling the collector after the walk would traverse them all.
+    with collector_paused():
         _run()
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _run() -> NoReturn:
