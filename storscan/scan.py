@@ -34,11 +34,7 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[str], None]
 T = TypeVar("T")
 R = TypeVar("R")
-Task = tuple[str, str]  # ("", repository directory) or (alg, blob prefix)
-# A blob prefix directory holds 1/256 of the blobs. On the benchmark trees one cost about as
-# much as a dozen repository directories (tags and revision links), warm or cold; the weight
-# only evens out the shares, it changes no result.
-BLOB_PREFIX_WEIGHT = 12
+BlobTask = tuple[str, str, frozenset[str]]  # alg, prefix, manifests to read there
 Parsed = tuple[str, tuple[Any, ...] | None, Finding | None]  # manifests in wire form
 
 
@@ -49,18 +45,27 @@ def _threaded(fn: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]
         return list(pool.map(fn, items))
 
 
-def _walk_tasks(
-    v2: str, deep: bool, complete: bool, threads: int, tasks: list[Task]
+def _walk_repositories(
+    v2: str, deep: bool, complete: bool, threads: int, names: list[str]
 ) -> list[WalkPart]:
-    """Walk a share of the subtrees (runs in a worker process)."""
+    """Walk a share of the repository subtrees (runs in a worker process)."""
     storage = LocalStorage(v2)
 
-    def walk(task: Task) -> WalkPart:
+    def walk(name: str) -> WalkPart:
         walker = Walker(storage, deep, complete)
-        if task[0]:
-            walker.walk_blob_prefix(*task)
-        else:
-            walker.discover(f"{L.REPOSITORIES}/{task[1]}", task[1])
+        walker.discover(f"{L.REPOSITORIES}/{name}", name)
+        return walker.part
+
+    return _threaded(walk, names, threads)
+
+
+def _walk_blobs(v2: str, deep: bool, threads: int, tasks: list[BlobTask]) -> list[WalkPart]:
+    """Walk a share of the blob prefix directories (runs in a worker process)."""
+    storage = LocalStorage(v2)
+
+    def walk(task: BlobTask) -> WalkPart:
+        walker = Walker(storage, deep)
+        walker.walk_blob_prefix(*task)
         return walker.part
 
     return _threaded(walk, tasks, threads)
@@ -83,8 +88,8 @@ def _created_batch(v2: str, threads: int, digests: list[str]) -> list[tuple[str,
     return _threaded(lambda d: (d, read_created(storage, d)), digests, threads)
 
 
-def _shares(items: Sequence[T], count: int, weights: Sequence[int] | None = None) -> list[list[T]]:
-    """Cut ``items`` into ``count`` contiguous runs of about equal weight (default: 1 each).
+def _shares(items: Sequence[T], count: int) -> list[list[T]]:
+    """Cut ``items`` into at most ``count`` contiguous runs of about equal length.
 
     Neighbouring subtrees were usually written together, so their inodes lie close on disk:
     a worker reading a contiguous run gets the filesystem's read-ahead, which matters most
@@ -92,16 +97,8 @@ def _shares(items: Sequence[T], count: int, weights: Sequence[int] | None = None
     """
     if not items:
         return []
-    weights = weights or [1] * len(items)
-    step = sum(weights) / max(1, count)
-    shares: list[list[T]] = [[]]
-    done = 0
-    for item, weight in zip(items, weights, strict=True):
-        if shares[-1] and done >= step * len(shares):
-            shares.append([])
-        shares[-1].append(item)
-        done += weight
-    return shares
+    size = -(-len(items) // max(1, count))
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 class _Workers:
@@ -116,14 +113,9 @@ class _Workers:
             context = multiprocessing.get_context("fork" if "fork" in methods else None)
             self.pool = ProcessPoolExecutor(max_workers=self.procs, mp_context=context)
 
-    def run(
-        self,
-        fn: Callable[[list[T]], list[R]],
-        items: Sequence[T],
-        weights: Sequence[int] | None = None,
-    ) -> list[R]:
+    def run(self, fn: Callable[[list[T]], list[R]], items: Sequence[T]) -> list[R]:
         """``fn`` over shares of ``items``; shares go to whichever worker is free."""
-        shares = _shares(items, self.procs * 8, weights)
+        shares = _shares(items, self.procs * 8)
         if self.pool is None:
             results = [fn(share) for share in shares]
         else:
@@ -135,7 +127,7 @@ class _Workers:
             self.pool.shutdown()
 
 
-def _repository_tasks(top: Walker) -> list[Task]:
+def _repository_tasks(top: Walker) -> list[str]:
     """The repository subtrees to hand out: each top-level directory, except that namespace
     directories (those holding no repository of their own, like ``team`` in ``team/app``)
     are opened here and their children handed out instead. A namespace of a thousand
@@ -150,7 +142,7 @@ def _repository_tasks(top: Walker) -> list[Task]:
         is_repo = entries is None or any(n in L.MARKERS and k == DIR for n, k in entries)
         return name, is_repo
 
-    tasks: list[Task] = []
+    tasks: list[str] = []
     level = [
         name
         for name, kind in top.listing(L.REPOSITORIES) or []
@@ -160,7 +152,7 @@ def _repository_tasks(top: Walker) -> list[Task]:
         namespaces = []
         for name, is_repo in _threaded(probe, sorted(level), 8):
             if is_repo:
-                tasks.append(("", name))
+                tasks.append(name)
             else:
                 namespaces.append(name)
         level = [
@@ -186,14 +178,27 @@ def _merge(inv: Inventory, parts: Iterable[WalkPart]) -> None:
         inv.blobs.update(part.blobs)
         inv.findings.extend(part.findings)
         inv.files_seen += part.files
+        for digest, wire in part.manifests.items():
+            if wire is not None:
+                inv.manifests[digest] = from_wire(wire)
     inv.repos = dict(sorted(inv.repos.items()))
 
 
-def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, roots: set[str]) -> None:
-    """Read every present manifest reachable from ``roots`` once, following index children."""
-    pending = {d for d in roots if d in inv.blobs}
-    seen: set[str] = set()
-    while pending:
+def _manifests_by_prefix(roots: set[str]) -> dict[tuple[str, str], frozenset[str]]:
+    """The manifest digests to read during the blob walk, by (alg, prefix) directory."""
+    grouped: dict[tuple[str, str], set[str]] = {}
+    for digest in roots:
+        alg, hexpart = L.split_digest(digest)
+        grouped.setdefault((alg, hexpart[:2]), set()).add(digest)
+    return {key: frozenset(digests) for key, digests in grouped.items()}
+
+
+def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, seen: set[str]) -> None:
+    """Read the present manifests that the blob walk did not: index children, found only
+    once their index is parsed, and their own children in turn. ``seen`` holds the digests
+    already read, whether or not they parsed."""
+    pending = {c.digest for m in inv.manifests.values() for c in m.children} - seen
+    while pending := {d for d in pending if d in inv.blobs}:
         seen |= pending
         batch = [(d, inv.blobs[d].size) for d in sorted(pending)]
         pending = set()
@@ -202,8 +207,9 @@ def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, roots: set[str]
                 inv.findings.append(finding)
             if wire is not None:
                 man = inv.manifests[digest] = from_wire(wire)
-                pending.update(c.digest for c in man.children if c.digest in inv.blobs)
+                pending.update(c.digest for c in man.children)
         pending -= seen
+    inv.manifests = dict(sorted(inv.manifests.items()))  # in walk order so far
 
 
 def _read_created(workers: _Workers, v2: str, inv: Inventory) -> None:
@@ -263,37 +269,47 @@ def _scan(
     if root.empty:
         inv.elapsed = time.perf_counter() - started
         return inv
-    tasks = _repository_tasks(top) + blob_prefixes(top)
+    names = _repository_tasks(top)
+    prefixes = blob_prefixes(top)
     workers = _Workers(max(1, jobs))
     try:
+        # Repositories first: they name the manifests, which the blob walk then reads as it
+        # passes their directories.
         if progress is not None:
-            progress(f"walking {len(tasks)} subtrees with {jobs} walkers")
+            progress(f"walking {len(names)} repositories with {jobs} walkers")
         _merge(
             inv,
             [
                 top.part,
                 *workers.run(
-                    partial(_walk_tasks, v2, deep, complete, workers.threads),
-                    tasks,
-                    [BLOB_PREFIX_WEIGHT if task[0] else 1 for task in tasks],
+                    partial(_walk_repositories, v2, deep, complete, workers.threads), names
                 ),
             ],
         )
-        walked = time.perf_counter()
+        repos_walked = time.perf_counter()
         roots: set[str] = set()
         for repo in inv.repos.values():
             roots.update(repo.revisions)
             roots.update(t.digest for t in repo.tags.values() if t.digest)
+        wanted = _manifests_by_prefix(roots)
         if progress is not None:
-            progress(f"reading {len(roots)} manifests")
-        _parse_manifests(workers, v2, inv, roots)
+            progress(f"walking {len(prefixes)} blob directories, reading {len(roots)} manifests")
+        blob_tasks = [
+            (alg, prefix, wanted.get((alg, prefix), frozenset())) for alg, prefix in prefixes
+        ]
+        parts = workers.run(partial(_walk_blobs, v2, deep, workers.threads), blob_tasks)
+        _merge(inv, parts)
+        walked = time.perf_counter()
+        _parse_manifests(workers, v2, inv, {d for part in parts for d in part.manifests})
         _read_created(workers, v2, inv)
     finally:
         workers.close()
     inv.elapsed = time.perf_counter() - started
     log.debug(
-        "walk %.3f s, manifests %.3f s (%d processes x %d threads)",
-        walked - started,
+        "repositories %.3f s, blobs and manifests %.3f s, the rest %.3f s "
+        "(%d processes x %d threads)",
+        repos_walked - started,
+        walked - repos_walked,
         inv.elapsed - (walked - started),
         workers.procs,
         workers.threads,

@@ -19,7 +19,7 @@ from typing import Any
 from storscan import layout as L
 from storscan.findings import Finding
 from storscan.inventory import Blob, Repo, Tag, Upload
-from storscan.manifest import Manifest, ManifestError, parse_created, parse_manifest
+from storscan.manifest import Manifest, ManifestError, parse_created, parse_manifest, to_wire
 from storscan.storage import DIR, FILE, OTHER, SYMLINK, Entry, Storage
 
 MAX_MANIFEST_BYTES = 4 << 20  # the registry refuses larger manifests
@@ -48,6 +48,9 @@ class WalkPart:
     blobs: dict[str, Blob] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     files: int = 0
+    # Manifests read during the blob walk, in wire form (None: unreadable or unparsable,
+    # with a finding): digest -> manifest.
+    manifests: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # The blobs travel between processes as plain tuples: pickling a named tuple calls
@@ -58,6 +61,7 @@ class WalkPart:
             [tuple(blob) for blob in self.blobs.values()],
             self.findings,
             self.files,
+            self.manifests,
         )
 
 
@@ -67,9 +71,10 @@ def _part_from_wire(
     blob_values: list[tuple[int, float]],
     findings: list[Finding],
     files: int,
+    manifests: dict[str, tuple[Any, ...] | None],
 ) -> WalkPart:
     blobs = dict(zip(blob_digests, map(partial(tuple.__new__, Blob), blob_values), strict=True))
-    return WalkPart(repos, blobs, findings, files)
+    return WalkPart(repos, blobs, findings, files, manifests)
 
 
 def _link_expected_size(alg: str) -> int:
@@ -405,7 +410,12 @@ class Walker:
 
     # -- blobs ---------------------------------------------------------------------------
 
-    def walk_blob_prefix(self, alg: str, prefix: str) -> None:
+    def walk_blob_prefix(self, alg: str, prefix: str, manifests: frozenset[str]) -> None:
+        """Stat each blob of one prefix directory, and read those of ``manifests`` there.
+
+        A manifest read right after its blob's directory lies next to what the walk just
+        read; read later, in digest order, each would be a seek of its own on a cold cache.
+        """
         rel = f"{L.BLOBS}/{alg}/{prefix}"
         for hexname, kind in self.listing(rel) or []:
             path = f"{rel}/{hexname}"
@@ -443,7 +453,13 @@ class Walker:
                     path=f"{path}/data",
                 )
                 continue
-            self.part.blobs[sys.intern(f"{alg}:{hexname}")] = Blob(st.size, st.mtime)
+            digest = sys.intern(f"{alg}:{hexname}")
+            self.part.blobs[digest] = Blob(st.size, st.mtime)
+            if digest in manifests:
+                man, problem = read_manifest(self.s, digest, st.size)
+                self.part.manifests[digest] = man and to_wire(man)
+                if problem is not None:
+                    self.part.findings.append(problem)
 
 
 def blob_prefixes(walker: Walker) -> list[tuple[str, str]]:

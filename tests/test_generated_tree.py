@@ -279,7 +279,7 @@ def test_scan_does_not_depend_on_walkers(tiny: tuple[Path, Summary]) -> None:
 
     root, summary = tiny
     storage = LocalStorage(str(v2_dir(root)))
-    tasks = {name for _, name in _repository_tasks(Walker(storage, False))}
+    tasks = set(_repository_tasks(Walker(storage, False)))
     # a/b/app6/worker is walked with a/b/app6, the repository whose directory holds it
     assert tasks == {name for name in summary.tag_map if not name.endswith("/worker")}
     assert any("/team" in name for name in tasks)
