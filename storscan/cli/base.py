@@ -102,7 +102,12 @@ ConfigOpt = Annotated[
 ]
 JobsOpt = Annotated[
     int | None,
-    typer.Option("--jobs", "-j", min=1, help="Parallel walkers (default: two per core)."),
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        help="Parallel walker processes (default: four per core, at most 32).",
+    ),
 ]
 NowOpt = Annotated[
     str | None,
@@ -131,13 +136,13 @@ def setup_logging(verbose: int) -> None:
 
 
 def jobs_for(jobs: int | None) -> int:
-    """Walkers: --jobs, else two per core (one process per core, two threads in each).
+    """Walker processes: --jobs, else four per core, at most 32.
 
-    Measured on 1.25 million files: on a warm page cache more threads only contend for the
-    interpreter lock, on a cold one they keep more reads in flight; two per core is within
-    10% of the best in both cases.
+    Measured on 1.25 million files on two cores: on a warm page cache four and eight walkers
+    took the same time; on a cold one, where the walkers mostly wait for the disk, eight
+    were 6 to 11% faster than four. The cap keeps a big machine from forking hundreds.
     """
-    return jobs or 2 * (os.cpu_count() or 1)
+    return jobs or min(32, 4 * (os.cpu_count() or 1))
 
 
 def progress() -> Callable[[str], None] | None:
