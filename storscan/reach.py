@@ -104,8 +104,7 @@ class Reach:
                 if man.config is not None:
                     out.add(man.config.digest)
                 out.update([layer.digest for layer in man.layers])
-        blobs = self.inv.blobs
-        return {digest for digest in out if digest in blobs}
+        return self.inv.blobs.keys() & out  # iterates over ``out``, the smaller
 
     def all_set(self, repo: Repo) -> set[str]:
         """Scope ``all``: blobs reachable from every revision whose manifest blob is present."""

@@ -5,9 +5,10 @@ All sizes are integer bytes: the ``st_size`` of blob ``data`` files; absent blob
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
 from storscan.reach import Reach
 from storscan.scan import Inventory, Repo
@@ -116,29 +117,33 @@ def _total(sizes: dict[str, int], blobs: set[str]) -> int:
     return sum(map(sizes.__getitem__, blobs))
 
 
-def _exclusive(sizes: dict[str, int], blobs: set[str], single: set[str]) -> int:
-    """Bytes of the blobs in ``blobs`` that no other set holds (``single``: owned once)."""
-    return _total(sizes, blobs & single)  # iterates over the smaller of the two sets
+def _owned_once(sets: Iterable[set[str]]) -> tuple[set[str], set[str]]:
+    """(the union of ``sets``, the blobs exactly one of them holds), by set operations in C
+    rather than a count per blob."""
+    seen: set[str] = set()
+    again: set[str] = set()
+    for blob_set in sets:
+        again |= blob_set & seen  # iterates over the smaller of the two sets
+        seen |= blob_set
+    return seen, seen - again
 
 
 def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> Usage:
     """Compute every figure of the report for ``scope`` (``all`` or ``tagged``)."""
     reach = reach or Reach(inv)
-    sizes = {digest: blob.size for digest, blob in inv.blobs.items()}
+    sizes = dict(zip(inv.blobs, map(itemgetter(0), inv.blobs.values()), strict=True))
     all_sets = {name: reach.all_set(repo) for name, repo in inv.repos.items()}
     kept = {name: reach.keep_from_tags(repo) for name, repo in inv.repos.items()}
     tagged_sets = {name: reach.blobs_of_many(kept[name]) for name in inv.repos}
-    sets = all_sets if scope == "all" else tagged_sets
-    owners: Counter[str] = Counter()
-    for blob_set in sets.values():
-        owners.update(blob_set)
-    single = {blob for blob, count in owners.items() if count == 1}
+    union_all, single_all = _owned_once(all_sets.values())
+    union_tagged, single_tagged = _owned_once(tagged_sets.values())
+    sets, single = (all_sets, single_all) if scope == "all" else (tagged_sets, single_tagged)
 
     rows = []
     for name, repo in inv.repos.items():
         blob_set = sets[name]
         total = _total(sizes, blob_set)
-        exclusive = _exclusive(sizes, blob_set, single)
+        exclusive = _total(sizes, blob_set & single)  # & iterates over the smaller set
         rows.append(
             RepoUsage(
                 name=name,
@@ -157,11 +162,9 @@ def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> U
             )
         )
 
-    union_all: set[str] = set().union(*all_sets.values()) if all_sets else set()
-    union_tagged: set[str] = set().union(*tagged_sets.values()) if tagged_sets else set()
-    union_scope = union_all if scope == "all" else union_tagged
-    unreferenced = {d: size for d, size in sizes.items() if d not in union_all}
-    union_bytes = _total(sizes, union_scope)
+    referenced_bytes = _total(sizes, union_all)
+    union_bytes = referenced_bytes if scope == "all" else _total(sizes, union_tagged)
+    unreferenced = {d: sizes[d] for d in sorted(sizes.keys() - union_all)}
     summary = Summary(
         repositories=len(rows),
         tags=sum(r.tags for r in rows),
@@ -169,7 +172,7 @@ def compute(inv: Inventory, scope: str = "all", reach: Reach | None = None) -> U
         untagged_manifests=sum(r.untagged_manifests for r in rows),
         blobs=len(inv.blobs),
         blob_bytes=sum(sizes.values()),
-        referenced_bytes=_total(sizes, union_all),
+        referenced_bytes=referenced_bytes,
         unreferenced_blobs=len(unreferenced),
         unreferenced_bytes=sum(unreferenced.values()),
         untagged_only_bytes=_total(sizes, union_all - union_tagged),
