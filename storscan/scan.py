@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[str], None]
 T = TypeVar("T")
 R = TypeVar("R")
+# ProcessPoolExecutor's limit on Windows; more walkers than this only lengthen the disk's queue.
+MAX_WALKERS = 61
 BlobTask = tuple[str, str, frozenset[str]]  # alg, prefix, manifests to read there
 Parsed = tuple[str, tuple[Any, ...] | None, Finding | None]  # manifests in wire form
 
@@ -98,7 +100,7 @@ class _Workers:
     """Runs functions over shares of work: in worker processes, or here when jobs is 1."""
 
     def __init__(self, jobs: int) -> None:
-        self.procs = max(1, jobs)
+        self.procs = max(1, min(jobs, MAX_WALKERS))
         self.pool: Executor | None = None
         if self.procs > 1:
             methods = multiprocessing.get_all_start_methods()
@@ -201,7 +203,8 @@ def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, seen: set[str])
                 man = inv.manifests[digest] = from_wire(wire)
                 pending.update(c.digest for c in man.children)
         pending -= seen
-    inv.manifests = dict(sorted(inv.manifests.items()))  # in walk order so far
+    # By digest: the blob walk adds them in directory-listing order.
+    inv.manifests = dict(sorted(inv.manifests.items()))
 
 
 def _read_created(workers: _Workers, v2: str, inv: Inventory) -> None:

@@ -1,4 +1,4 @@
-"""The walk of one subtree: a repository directory tree, or one blob prefix directory.
+"""The walk of subtrees: repository directory trees, or blob prefix directories.
 
 In the default (fast) mode digests come from directory names and a link file is only
 stat'ed: a valid sha256 link is exactly 71 bytes, and any other size is read and classified.
@@ -42,7 +42,7 @@ _WHO_ABORTS = {
 
 @dataclass
 class WalkPart:
-    """What one worker returns; merged once all workers are done."""
+    """What a walker found in its subtrees; merged once all workers are done."""
 
     repos: list[Repo] = field(default_factory=list)
     blobs: dict[str, Blob] = field(default_factory=dict)
@@ -82,7 +82,7 @@ def _link_expected_size(alg: str) -> int:
 
 
 class Walker:
-    """Walks one subtree; instances are not shared between threads."""
+    """Walks subtrees into one WalkPart; instances are not shared between threads."""
 
     def __init__(self, storage: Storage, deep: bool, complete: bool = True) -> None:
         self.s = storage

@@ -106,7 +106,7 @@ JobsOpt = Annotated[
         "--jobs",
         "-j",
         min=1,
-        help="Parallel walker processes (default: four per core, at most 32).",
+        help="Parallel walker processes, up to 61 (default: four per core, at most 32).",
     ),
 ]
 NowOpt = Annotated[
