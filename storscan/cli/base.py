@@ -140,7 +140,7 @@ def jobs_for(jobs: int | None) -> int:
 
     Measured on 1.25 million files on two cores: on a warm page cache four and eight walkers
     took the same time; on a cold one, where the walkers mostly wait for the disk, eight
-    were 6 to 11% faster than four. The cap keeps a big machine from forking hundreds.
+    were 4 to 11% faster than four. The cap keeps a big machine from forking hundreds.
     """
     return jobs or min(32, 4 * (os.cpu_count() or 1))
 
