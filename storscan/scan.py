@@ -17,17 +17,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from storscan import layout as L
 from storscan.collector import collector_paused
-from storscan.findings import Finding
 from storscan.inventory import Blob, Inventory, Repo, Tag, Upload
-from storscan.manifest import from_wire, to_wire
+from storscan.manifest import from_wire
 from storscan.reach import Reach
 from storscan.root import Root
 from storscan.storage import DIR, LocalStorage
-from storscan.walker import Walker, WalkPart, blob_prefixes, read_created, read_manifest
+from storscan.walker import Walker, WalkPart, blob_prefixes, read_created
 
 __all__ = ["Blob", "Inventory", "Repo", "Tag", "Upload", "scan"]
 
@@ -38,7 +37,6 @@ R = TypeVar("R")
 # ProcessPoolExecutor's limit on Windows; more walkers than this only lengthen the disk's queue.
 MAX_WALKERS = 61
 BlobTask = tuple[str, str, frozenset[str]]  # alg, prefix, manifests to read there
-Parsed = tuple[str, tuple[Any, ...] | None, Finding | None]  # manifests in wire form
 
 
 def _threaded(fn: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
@@ -67,14 +65,12 @@ def _walk_blobs(v2: str, deep: bool, tasks: list[BlobTask]) -> list[WalkPart]:
     return [walker.part]
 
 
-def _parse_batch(v2: str, items: list[tuple[str, int]]) -> list[Parsed]:
+def _parse_batch(v2: str, items: list[tuple[str, int]]) -> list[WalkPart]:
     """Read and parse a share of the manifests (runs in a worker process)."""
-    storage = LocalStorage(v2)
-    out: list[Parsed] = []
+    walker = Walker(LocalStorage(v2), deep=False)
     for digest, size in items:
-        man, finding = read_manifest(storage, digest, size)
-        out.append((digest, man and to_wire(man), finding))
-    return out
+        walker.read_manifest(digest, size)
+    return [walker.part]
 
 
 def _created_batch(v2: str, digests: list[str]) -> list[tuple[str, str | None]]:
@@ -175,7 +171,6 @@ def _merge(inv: Inventory, parts: Iterable[WalkPart]) -> None:
         for digest, wire in part.manifests.items():
             if wire is not None:
                 inv.manifests[digest] = from_wire(wire)
-    inv.repos = dict(sorted(inv.repos.items()))
 
 
 def _manifests_by_prefix(roots: set[str]) -> dict[tuple[str, str], frozenset[str]]:
@@ -194,15 +189,12 @@ def _parse_manifests(workers: _Workers, v2: str, inv: Inventory, seen: set[str])
     pending = {c.digest for m in inv.manifests.values() for c in m.children} - seen
     while pending := {d for d in pending if d in inv.blobs}:
         seen |= pending
-        batch = [(d, inv.blobs[d].size) for d in sorted(pending)]
-        pending = set()
-        for digest, wire, finding in workers.run(partial(_parse_batch, v2), batch):
-            if finding is not None:
-                inv.findings.append(finding)
-            if wire is not None:
-                man = inv.manifests[digest] = from_wire(wire)
-                pending.update(c.digest for c in man.children)
-        pending -= seen
+        parts = workers.run(
+            partial(_parse_batch, v2), [(d, inv.blobs[d].size) for d in sorted(pending)]
+        )
+        _merge(inv, parts)
+        parsed = [inv.manifests[d] for part in parts for d in part.manifests if d in inv.manifests]
+        pending = {c.digest for man in parsed for c in man.children} - seen
     # By digest: the blob walk adds them in directory-listing order.
     inv.manifests = dict(sorted(inv.manifests.items()))
 
@@ -277,6 +269,7 @@ def _scan(
                 *workers.run(partial(_walk_repositories, v2, deep, complete), names),
             ],
         )
+        inv.repos = dict(sorted(inv.repos.items()))
         repos_walked = time.perf_counter()
         roots: set[str] = set()
         for repo in inv.repos.values():

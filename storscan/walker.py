@@ -456,10 +456,14 @@ class Walker:
             digest = sys.intern(f"{alg}:{hexname}")
             self.part.blobs[digest] = Blob(st.size, st.mtime)
             if digest in manifests:
-                man, problem = read_manifest(self.s, digest, st.size)
-                self.part.manifests[digest] = man and to_wire(man)
-                if problem is not None:
-                    self.part.findings.append(problem)
+                self.read_manifest(digest, st.size)
+
+    def read_manifest(self, digest: str, size: int) -> None:
+        """Read and parse one manifest blob into the part (None and a finding if it fails)."""
+        man, problem = read_manifest(self.s, digest, size)
+        self.part.manifests[digest] = man and to_wire(man)
+        if problem is not None:
+            self.part.findings.append(problem)
 
 
 def blob_prefixes(walker: Walker) -> list[tuple[str, str]]:
